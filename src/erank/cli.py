@@ -1,0 +1,73 @@
+"""The ``erank`` command line.
+
+Subcommands: ``rerank`` (here), and ``eval``, ``serve``, ``train``, ``batch`` registered by their
+packages (``erank.<package>.cli.register``), imported only when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from erank.errors import ERankError
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("erank")
+
+#: Packages that add subcommands: each has a module ``cli`` with ``register(subparsers)``; the
+#: parser it adds sets ``func`` (called with the parsed args, returns an exit code).
+SUBCOMMAND_MODULES = [
+    "erank.commands.rerank",
+    "erank.evaluation.cli",
+    "erank.serving.cli",
+    "erank.training.cli",
+    "erank.batch.cli",
+    "erank.methods.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="erank",
+        description="Effective and efficient LLM reranking (ERank and its neighbours).",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that package does not exist (yet)
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ERankError as exc:
+        sys.stderr.write(f"erank: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("erank: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the erank CLI that belong to no other package."""

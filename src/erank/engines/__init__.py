@@ -1,0 +1,46 @@
+"""Engines: what runs the model. One module per engine, created by name through :func:`create_engine`.
+
+Engines are imported lazily so that an optional dependency (vLLM, llama.cpp, httpx) is only
+needed by the engine that uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from erank.engines.base import (
+    Engine,
+    GenerateRequest,
+    GenerateResult,
+    LogprobRequest,
+    LogprobResult,
+    Tokenizer,
+)
+from erank.errors import InputError
+
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "GenerateRequest",
+    "GenerateResult",
+    "LogprobRequest",
+    "LogprobResult",
+    "Tokenizer",
+    "create_engine",
+]
+
+#: name -> "module:Class"
+ENGINES: dict[str, str] = {
+    "transformers": "erank.engines.transformers:TransformersEngine",
+}
+
+
+def create_engine(name: str, model: Any = None, **kwargs: Any) -> Engine:
+    """Create the engine ``name`` (see :data:`ENGINES`) for ``model``."""
+    if name not in ENGINES:
+        raise InputError(f"unknown engine {name!r}; available: {', '.join(sorted(ENGINES))}")
+    module, cls = ENGINES[name].split(":")
+    engine_cls = getattr(importlib.import_module(module), cls)
+    engine: Engine = engine_cls(model, **kwargs)
+    return engine

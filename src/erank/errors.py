@@ -1,0 +1,47 @@
+"""The exceptions erank raises for things a user can fix.
+
+Every error a user can cause (bad file, empty query, unknown model, missing extra) is one of
+these, with a message that says what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ERankError", "InputError", "ModelLoadError", "MissingExtraError", "DataFormatError"]
+
+
+class ERankError(Exception):
+    """Base class of erank's own errors."""
+
+
+class InputError(ERankError, ValueError):
+    """An argument or input value is invalid (empty query, wrong type, negative length...)."""
+
+
+class ModelLoadError(ERankError, OSError):
+    """A model could not be found or loaded (unknown hub id, hub unreachable, bad file)."""
+
+
+class DataFormatError(ERankError, ValueError):
+    """A data file is malformed; the message names the file and, where known, the line."""
+
+
+class MissingExtraError(ERankError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, purpose: str = "") -> None:
+        what = f" for {purpose}" if purpose else ""
+        super().__init__(
+            f"the optional package '{package}' is needed{what}; install it with: pip install 'erank[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+def require(module: str, extra: str, purpose: str = "") -> object:
+    """Import an optional module or raise :class:`MissingExtraError` naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingExtraError(module.split(".")[0], extra, purpose) from exc

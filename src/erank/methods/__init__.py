@@ -1,0 +1,29 @@
+"""Ranking methods: how prompts are made and how outputs become scores or orders.
+
+Created by name through :func:`create_method`; imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from erank.engines.base import Engine
+from erank.errors import InputError
+from erank.methods.base import Method
+
+__all__ = ["METHODS", "Method", "create_method"]
+
+#: name -> "module:Class"
+METHODS: dict[str, str] = {
+    "erank": "erank.methods.erank:ERankMethod",
+}
+
+
+def create_method(name: str, engine: Engine, **kwargs: Any) -> Method:
+    """Create the method ``name`` (see :data:`METHODS`) on ``engine``."""
+    if name not in METHODS:
+        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    module, cls = METHODS[name].split(":")
+    method: Method = getattr(importlib.import_module(module), cls)(engine, **kwargs)
+    return method

@@ -1,0 +1,209 @@
+"""ERank: pointwise fine-grained integer scoring, ``rank_score = s x P(s)`` (spec section 2).
+
+Two modes, one scoring rule:
+
+* ``reasoning`` (the published checkpoints' reference behaviour): greedy generation of
+  ``<think>...</think><answer>N</answer>``, stopping at ``</answer>`` or the token budget;
+  ``P(s)`` is read from the log-probabilities recorded at the answer position.
+* ``direct`` (fast): the prompt is extended with an empty think block and ``<answer>``; one forward
+  pass reads the probabilities of the score tokens (the "10" rule needs the step after "1", read
+  from the same pass by appending "1"); ``s`` is the most probable score.
+
+>>> from erank import Reranker                                  # doctest: +SKIP
+>>> Reranker().rerank("what is rust", ["Rust is a language.", "Bread."])[0]["content"]  # doctest: +SKIP
+'Rust is a language.'
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest
+from erank.errors import InputError
+from erank.methods.base import Method
+from erank.prompts import load_template, render_template
+from erank.scoring import ScoreTokens, expected_score, label_probabilities, parse_answer, rank_score
+from erank.types import Document, DocumentScore, Usage
+
+__all__ = ["ERankMethod", "DIRECT_SUFFIX", "ANSWER_STOP"]
+
+logger = logging.getLogger(__name__)
+
+#: What ``direct`` mode appends after the chat template's generation prompt: an empty think
+#: block and the opening answer tag, so the next token is the score.
+DIRECT_SUFFIX = "<think>\n\n</think><answer>"
+ANSWER_STOP = "</answer>"
+_TEMPLATES = {10: "erank", 3: "erank_0_3"}
+
+
+class ERankMethod(Method):
+    """The ERank pointwise method on any engine.
+
+    Args:
+        engine: the engine that runs the model.
+        mode: ``"direct"`` or ``"reasoning"``.
+        scale: the top of the integer scale: 10 (ERank) or 3 (the paper's 0-3 ablation).
+        max_new_tokens: the reasoning budget (``reasoning`` mode); 4096 in the reference code.
+        template: a template name or text with ``{instruction}``, ``{query}``, ``{doc}``.
+    """
+
+    name = "erank"
+
+    def __init__(
+        self,
+        engine: Engine,
+        mode: Literal["direct", "reasoning"] = "direct",
+        *,
+        scale: int = 10,
+        max_new_tokens: int = 4096,
+        template: str | None = None,
+    ) -> None:
+        super().__init__(engine)
+        if mode not in ("direct", "reasoning"):
+            raise InputError(f"mode must be 'direct' or 'reasoning', got {mode!r}")
+        if scale not in _TEMPLATES and template is None:
+            raise InputError(f"scale must be one of {sorted(_TEMPLATES)} (or pass a template), got {scale}")
+        if max_new_tokens <= 0:
+            raise InputError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        self._mode = mode
+        self.scale = scale
+        self.max_new_tokens = max_new_tokens
+        self.template = load_template(template or _TEMPLATES[scale]) if template is None or "{" not in template else template
+        self.score_tokens = ScoreTokens.from_tokenizer(engine.tokenizer.encode, scale)
+        self._all_score_ids = sorted({t for seq in self.score_tokens.sequences for t in seq})
+        if scale != 10:
+            self.name = f"erank-0-{scale}"
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    # ------------------------------------------------------------------ prompts
+    def build_prompt(self, query: str, doc: str, instruction: str) -> str:
+        """The full rendered prompt text (chat template applied) for one pair."""
+        user = render_template(self.template, instruction=instruction, query=query, doc=doc)
+        text = self.engine.tokenizer.chat_prompt(user)
+        if self._mode == "direct":
+            text += DIRECT_SUFFIX
+        return text
+
+    # ------------------------------------------------------------------ scoring
+    def _score(
+        self, query: str, docs: list[Document], instruction: str, truncate_length: int | None, return_reasoning: bool
+    ) -> tuple[list[DocumentScore], Usage]:
+        q, _ = self.truncate(query, truncate_length)
+        prompts: list[list[int]] = []
+        truncated: list[bool] = []
+        for d in docs:
+            text, cut = self.truncate(d.content, truncate_length)
+            truncated.append(cut)
+            prompts.append(self.engine.tokenizer.encode_prompt(self.build_prompt(q, text, instruction)))
+        usage = Usage(model_calls=len(docs), prompt_tokens=sum(len(p) for p in prompts))
+        if self._mode == "direct":
+            scores = self._score_direct(prompts)
+        else:
+            scores = self._score_reasoning(prompts, return_reasoning)
+            usage.generated_tokens = sum(s.generated_tokens for s in scores)
+        for i, s in enumerate(scores):
+            s.index = i
+            s.truncated = truncated[i]
+            s.prompt_tokens = len(prompts[i])
+        return scores, usage
+
+    def _score_direct(self, prompts: list[list[int]]) -> list[DocumentScore]:
+        st = self.score_tokens
+        ext = [st.branch] if st.branch is not None else []
+        reqs = [LogprobRequest(prompt_ids=p, token_ids=self._all_score_ids, extension=ext) for p in prompts]
+        out = []
+        for res in self.engine.logprobs(reqs):
+            dist = label_probabilities(st, res.steps[0], res.steps[1] if ext else None)
+            label = max(range(len(dist)), key=lambda s: (dist[s], -s))
+            p = dist[label]
+            out.append(
+                DocumentScore(
+                    index=0,
+                    score=rank_score(label, p),
+                    label=label,
+                    probability=p,
+                    distribution=dist,
+                    expected_score=expected_score(dist),
+                    parsed=True,
+                )
+            )
+        return out
+
+    def _score_reasoning(self, prompts: list[list[int]], return_reasoning: bool) -> list[DocumentScore]:
+        reqs = [
+            GenerateRequest(
+                prompt_ids=p,
+                max_new_tokens=self.max_new_tokens,
+                stop=[ANSWER_STOP],
+                logprob_token_ids=self._all_score_ids,
+            )
+            for p in prompts
+        ]
+        gens = self.engine.generate(reqs)
+        out = []
+        for p, g in zip(prompts, gens, strict=True):
+            out.append(self._score_generation(p, g, return_reasoning))
+        return out
+
+    def _score_generation(self, prompt: list[int], g: GenerateResult, return_reasoning: bool) -> DocumentScore:
+        label, at = parse_answer(g.text, self.scale)
+        reasoning = _reasoning_text(g.text) if return_reasoning else None
+        base = DocumentScore(
+            index=0,
+            score=0.0,
+            generated_tokens=len(g.token_ids),
+            reasoning=reasoning,
+            output=g.text if return_reasoning else None,
+        )
+        if label is None:
+            base.parsed = False
+            return base
+        prob = self._answer_probability(prompt, g, label, at)
+        base.label, base.probability, base.score = label, prob, rank_score(label, prob)
+        return base
+
+    def _answer_probability(self, prompt: list[int], g: GenerateResult, label: int, at: int) -> float:
+        """P(label) at the answer position of a generation."""
+        st = self.score_tokens
+        seq = st.sequences[label]
+        k = _token_index_at(self.engine.tokenizer.decode, g.token_ids, at)
+        if k is not None and g.token_ids[k] == seq[0] and k < len(g.step_logprobs):
+            first = g.step_logprobs[k]
+            second = g.step_logprobs[k + 1] if k + 1 < len(g.step_logprobs) and g.token_ids[k] == st.branch else None
+            dist = label_probabilities(st, first, second)
+            return dist[label]
+        # The digits were merged into another token (or no log-probabilities were recorded):
+        # read them with one forward pass over the prompt and the text up to the answer.
+        head = self.engine.tokenizer.encode(g.text[:at])
+        ext = [st.branch] if st.branch is not None else []
+        res = self.engine.logprobs([LogprobRequest(prompt + head, self._all_score_ids, ext)])[0]
+        return label_probabilities(st, res.steps[0], res.steps[1] if ext else None)[label]
+
+
+def _reasoning_text(text: str) -> str:
+    start = text.find("<think>")
+    end = text.find("</think>")
+    if start >= 0 and end > start:
+        return text[start + len("<think>") : end].strip()
+    if end >= 0:
+        return text[:end].strip()
+    return text.split("<answer>")[0].strip()
+
+
+def _token_index_at(decode: object, ids: list[int], char_pos: int) -> int | None:
+    """The index of the token whose decoded text covers character ``char_pos``."""
+    if char_pos < 0:
+        return None
+    lo, hi = 0, len(ids)
+    # smallest k with len(decode(ids[:k+1])) > char_pos
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(decode(ids[: mid + 1])) > char_pos:  # type: ignore[operator]
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo if lo < len(ids) else None

@@ -1,0 +1,118 @@
+"""The one class most users need: :class:`Reranker`.
+
+>>> from erank import Reranker, hybrid_scores                       # doctest: +SKIP
+>>> reranker = Reranker()                                          # the embedded default model  # doctest: +SKIP
+>>> docs = [{"content": "Paris is the capital of France.", "first_stage_score": 3.1},
+...         {"content": "Bananas are yellow.", "first_stage_score": 0.4}]  # doctest: +SKIP
+>>> results = reranker.rerank("capital of France", docs, "beir")   # doctest: +SKIP
+>>> [r["content"] for r in hybrid_scores(results, alpha=0.2)]      # doctest: +SKIP
+['Paris is the capital of France.', 'Bananas are yellow.']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from erank.engines import Engine, create_engine
+from erank.errors import InputError
+from erank.methods import Method, create_method
+from erank.models import DEFAULT_MODEL
+from erank.types import RerankResult
+
+__all__ = ["Reranker", "load_reranker"]
+
+
+class Reranker:
+    """A reranker: a method (default ERank) on an engine (default transformers).
+
+    Args:
+        model: a hub id (``"Alibaba-NLP/ERank-4B"``), a local model folder, a ``.gguf`` file, or
+            ``None`` for the embedded default model (SmolLM2-135M-Instruct).
+        method: ``"erank"`` (default) or another registered method (``erank.methods.METHODS``).
+        engine: an engine name (``erank.engines.ENGINES``) or an :class:`~erank.engines.Engine`.
+        mode: ``"direct"`` or ``"reasoning"`` for ERank. Default: ``direct`` for the embedded
+            135M model, ``reasoning`` (the checkpoints' reference behaviour) for any other.
+        device, dtype, batch_tokens: passed to the engine.
+        engine_kwargs: any other engine arguments.
+        **method_kwargs: method arguments (``scale``, ``max_new_tokens``, ``template``...).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        method: str = "erank",
+        engine: str | Engine = "transformers",
+        mode: str | None = None,
+        device: str | None = None,
+        dtype: Any = None,
+        batch_tokens: int | None = None,
+        engine_kwargs: dict[str, Any] | None = None,
+        **method_kwargs: Any,
+    ) -> None:
+        if isinstance(engine, Engine):
+            self.engine = engine
+        else:
+            kwargs = dict(engine_kwargs or {})
+            for key, value in (("device", device), ("dtype", dtype), ("batch_tokens", batch_tokens)):
+                if value is not None:
+                    kwargs[key] = value
+            self.engine = create_engine(engine, model, **kwargs)
+        if mode is None and method == "erank":
+            mode = "direct" if model is None or str(model) == DEFAULT_MODEL else "reasoning"
+        if mode is not None:
+            method_kwargs["mode"] = mode
+        self.method: Method = create_method(method, self.engine, **method_kwargs)
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.model_name
+
+    @property
+    def mode(self) -> str:
+        return self.method.mode
+
+    def score(
+        self,
+        query: str,
+        docs: Sequence[Any],
+        instruction: str | None = None,
+        truncate_length: int | None = 2048,
+        *,
+        return_reasoning: bool = False,
+    ) -> RerankResult:
+        """The typed result: per document the integer, its probability, the distribution..."""
+        return self.method.rerank(
+            query, docs, instruction, truncate_length=truncate_length, return_reasoning=return_reasoning
+        )
+
+    def rerank(
+        self,
+        query: str,
+        docs: Sequence[Any],
+        instruction: str | None = None,
+        truncate_length: int | None = 2048,
+        *,
+        top_k: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The official ERank shape: the input dicts plus ``"rank_score"``, highest first.
+
+        String documents come back as ``{"content": text}``.
+        """
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+            raise InputError(f"top_k must be a non-negative integer, got {top_k!r}")
+        rows = self.score(query, docs, instruction, truncate_length).as_dicts()
+        return rows if top_k is None else rows[:top_k]
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __repr__(self) -> str:
+        return f"Reranker(model={self.model_name!r}, method={self.method.name!r}, mode={self.mode!r}, engine={self.engine.name!r})"
+
+
+def load_reranker(model: str | os.PathLike[str] | None = None, **kwargs: Any) -> Reranker:
+    """Same as :class:`Reranker` (a factory for symmetry with other toolkits)."""
+    return Reranker(model, **kwargs)
