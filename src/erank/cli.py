@@ -56,6 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.verbose < 2:
+        try:  # the CLI owns the console: no library progress bars unless asked
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+        except ImportError:  # pragma: no cover
+            pass
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

@@ -33,6 +33,9 @@ __all__ = [
 #: name -> "module:Class"
 ENGINES: dict[str, str] = {
     "transformers": "erank.engines.transformers:TransformersEngine",
+    "llamacpp": "erank.engines.llamacpp:LlamaCppEngine",
+    "vllm": "erank.engines.vllm:VLLMEngine",
+    "openai": "erank.engines.openai:OpenAIEngine",
 }
 
 

@@ -17,6 +17,15 @@ __all__ = ["METHODS", "Method", "create_method"]
 #: name -> "module:Class"
 METHODS: dict[str, str] = {
     "erank": "erank.methods.erank:ERankMethod",
+    "erank-0-3": "erank.methods.scales:ERank03Method",
+    "yesno": "erank.methods.yesno:YesNoMethod",
+    "rank1": "erank.methods.yesno:Rank1Method",
+    "listwise": "erank.methods.listwise:ListwiseMethod",
+    "first": "erank.methods.first:FirstMethod",
+    "pairwise": "erank.methods.pairwise:PairwiseMethod",
+    "pairwise-allpairs": "erank.methods.pairwise:PairwiseAllPairsMethod",
+    "setwise": "erank.methods.setwise:SetwiseMethod",
+    "groupwise": "erank.methods.groupwise:GroupwiseMethod",
 }
 
 

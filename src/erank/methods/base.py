@@ -68,6 +68,9 @@ class Method(ABC):
 
     name: str = "method"
     default_instruction: str = "beir"
+    #: True when every document is scored independently of the others (results of separate
+    #: calls can be merged); False for listwise, pairwise and setwise methods.
+    pointwise: bool = False
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

@@ -49,6 +49,7 @@ class ERankMethod(Method):
     """
 
     name = "erank"
+    pointwise = True
 
     def __init__(
         self,
@@ -110,6 +111,24 @@ class ERankMethod(Method):
             s.truncated = truncated[i]
             s.prompt_tokens = len(prompts[i])
         return scores, usage
+
+    def score_prompts(self, prompts: list[list[int]], return_reasoning: bool = False) -> list[DocumentScore]:
+        """Score already rendered and tokenised prompts (pairs of any queries) in one engine call.
+
+        The hook for callers that batch pairs from several queries together (the HTTP server's
+        micro-batching queue). Build each prompt with :meth:`build_prompt` and
+        ``engine.tokenizer.encode_prompt``. Returned scores have ``index`` 0 and
+        ``prompt_tokens`` set; the caller assigns indices and truncation flags.
+        """
+        if not prompts:
+            return []
+        if self._mode == "direct":
+            scores = self._score_direct(prompts)
+        else:
+            scores = self._score_reasoning(prompts, return_reasoning)
+        for s, p in zip(scores, prompts, strict=True):
+            s.prompt_tokens = len(p)
+        return scores
 
     def _score_direct(self, prompts: list[list[int]]) -> list[DocumentScore]:
         st = self.score_tokens

@@ -1,0 +1,252 @@
+"""The llama.cpp engine (``llama-cpp-python``): GGUF models on CPU, quantized weights as they are.
+
+It is the natural engine for the embedded default model (a Q4_1 GGUF): no conversion to a
+transformers folder, about a quarter of the memory. One ``llama_cpp.Llama`` context holds a KV
+cache; requests are evaluated one sequence at a time in lexicographic order, and each reuses the
+part of the cache it shares with the previous one (``kv_cache_seq_rm`` past the common prefix),
+so the shared prefix of a query's prompts is computed once. The prompt tokens of one sequence go
+through the model in chunks of ``n_batch`` tokens (one matrix multiply per layer per chunk). Only
+the logits of the last position are produced (``logits_all=False``); the full-vocabulary row is
+read with ``llama_get_logits_ith`` and log-softmaxed in float64.
+
+Why sequences are not batched together: the high-level binding evaluates one sequence per
+``llama_batch``; several sequences in one batch would need the low-level API with a sequence id
+per slot and copies of the prefix cache. For a 135M-parameter model on a CPU, a 256-token
+sequence already is a matrix multiply of 256 rows, so the gain would be small.
+
+>>> from erank import Reranker                                              # doctest: +SKIP
+>>> Reranker(engine="llamacpp").rerank("capital of France", ["Paris.", "Bananas."])[0]["content"]  # doctest: +SKIP
+'Paris.'
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from erank.engines.base import (
+    Engine,
+    GenerateRequest,
+    GenerateResult,
+    LogprobRequest,
+    LogprobResult,
+)
+from erank.errors import InputError, ModelLoadError, require
+from erank.models import resolve_model
+
+__all__ = ["LlamaCppEngine", "LlamaCppTokenizer"]
+
+logger = logging.getLogger(__name__)
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _log_softmax(row: np.ndarray) -> np.ndarray:
+    x = row.astype(np.float64)
+    m = float(x.max())
+    return x - (m + float(np.log(np.exp(x - m).sum())))
+
+
+class LlamaCppTokenizer:
+    """The GGUF file's own tokenizer and chat template behind erank's ``Tokenizer`` protocol."""
+
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+        self._template: Any = None
+        template = llm.metadata.get("tokenizer.chat_template")
+        if template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            def piece(tid: int) -> str:
+                return (
+                    "" if tid < 0 else llm.detokenize([tid], special=True).decode("utf-8", errors="replace")
+                )
+
+            self._template = Jinja2ChatFormatter(
+                template=template, eos_token=piece(llm.token_eos()), bos_token=piece(llm.token_bos())
+            )
+
+    def encode(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def encode_prompt(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.llm.detokenize(list(ids), special=False).decode("utf-8", errors="replace"))
+
+    def chat_prompt(self, user: str) -> str:
+        if self._template is None:
+            logger.warning("the GGUF file has no chat template; using the prompt as plain text")
+            return user
+        return str(self._template(messages=[{"role": "user", "content": user}]).prompt)
+
+
+class LlamaCppEngine(Engine):
+    """Runs a GGUF model with llama.cpp.
+
+    Args:
+        model: a ``.gguf`` file, or ``None`` for the embedded default model.
+        n_ctx: the context length (default 4096, at most the model's training context).
+        n_batch: prompt tokens per ``llama_decode`` call.
+        n_threads: CPU threads (default: every core this process may use).
+        seed: the context's seed (decoding here is greedy, so it does not matter).
+    """
+
+    name = "llamacpp"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        n_ctx: int = 4096,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        seed: int = 0,
+        verbose: bool = False,
+        **unused: Any,
+    ) -> None:
+        super().__init__()
+        if unused:
+            # Reranker passes device/dtype/batch_tokens to any engine; they mean nothing here.
+            logger.debug("llama.cpp engine ignores %s", sorted(unused))
+        llama_cpp = require("llama_cpp", "llamacpp", "the llama.cpp engine")
+        spec = resolve_model(model)
+        if spec.kind != "gguf":
+            raise ModelLoadError(
+                f"the llama.cpp engine runs GGUF files; {spec.location!r} is a {spec.kind} model. "
+                "Pass a .gguf file (or use engine='transformers')."
+            )
+        threads = int(n_threads or _usable_cores())
+        try:
+            self.llm = llama_cpp.Llama(  # type: ignore[attr-defined]
+                model_path=spec.location,
+                n_ctx=int(n_ctx),
+                n_batch=int(n_batch),
+                n_ubatch=int(n_batch),
+                n_threads=threads,
+                n_threads_batch=threads,
+                logits_all=False,
+                seed=seed,
+                verbose=verbose,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"llama.cpp could not load {Path(spec.location).name}: {exc}") from exc
+        self._lib = llama_cpp
+        self.model_name = spec.name
+        self.n_ctx = int(self.llm.n_ctx())
+        self.n_vocab = int(self.llm.n_vocab())
+        self.tokenizer = LlamaCppTokenizer(self.llm)
+        eog = {self.llm.token_eos(), self.llm._model.token_eot()}
+        self.eos_ids = {t for t in eog if t is not None and t >= 0}
+
+    # ------------------------------------------------------------------ the KV cache
+    def _check_length(self, n: int) -> None:
+        if n > self.n_ctx:
+            raise InputError(
+                f"a prompt of {n} tokens does not fit the llama.cpp context of {self.n_ctx} tokens; "
+                "truncate the documents (truncate_length) or create the engine with a larger n_ctx"
+            )
+
+    def _feed(self, tokens: Sequence[int]) -> np.ndarray:
+        """Make the context hold exactly ``tokens``; the log-probabilities after the last one."""
+        llm = self.llm
+        cached = llm.n_tokens
+        common = 0
+        limit = min(cached, len(tokens) - 1)  # the last token is always evaluated: its logits are needed
+        ids = llm.input_ids
+        while common < limit and ids[common] == tokens[common]:
+            common += 1
+        llm.n_tokens = common
+        rest = list(tokens[common:])
+        llm.eval(rest)
+        self.stats.calls += 1
+        self.stats.prompt_tokens += len(rest)
+        return self._last_logprobs()
+
+    def _step(self, token: int) -> np.ndarray:
+        self.llm.eval([token])
+        return self._last_logprobs()
+
+    def _last_logprobs(self) -> np.ndarray:
+        ptr = self._lib.llama_get_logits_ith(self.llm._ctx.ctx, -1)  # type: ignore[attr-defined]
+        row = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return _log_softmax(row)
+
+    # ------------------------------------------------------------------ protocol
+    def logprobs(self, requests: Sequence[LogprobRequest]) -> list[LogprobResult]:
+        for r in requests:
+            if not r.prompt_ids:
+                raise InputError("a logprob request has an empty prompt; pass at least one prompt token")
+            self._check_length(len(r.prompt_ids) + len(r.extension))
+        results: list[LogprobResult | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: list(requests[i].prompt_ids))
+        for i in order:
+            r = requests[i]
+            lp = self._feed(r.prompt_ids)
+            steps = [{t: float(lp[t]) for t in r.token_ids}]
+            for t in r.extension:
+                lp = self._step(t)
+                steps.append({tid: float(lp[tid]) for tid in r.token_ids})
+            results[i] = LogprobResult(steps=steps)
+        return [r for r in results if r is not None]
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        for r in requests:
+            if not r.prompt_ids:
+                raise InputError("a generate request has an empty prompt; pass at least one prompt token")
+            if r.max_new_tokens <= 0:
+                raise InputError(f"max_new_tokens must be positive, got {r.max_new_tokens}")
+        results: list[GenerateResult | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: list(requests[i].prompt_ids))
+        for i in order:
+            results[i] = self._generate_one(requests[i])
+        return [r for r in results if r is not None]
+
+    def _generate_one(self, r: GenerateRequest) -> GenerateResult:
+        budget = min(r.max_new_tokens, self.n_ctx - len(r.prompt_ids))
+        self._check_length(len(r.prompt_ids) + 1)
+        lp = self._feed(r.prompt_ids)
+        gen: list[int] = []
+        steps: list[dict[int, float]] = []
+        finish = "length"
+        cut_text: str | None = None
+        while len(gen) < budget:
+            tok = int(np.argmax(lp))
+            if tok in self.eos_ids:
+                finish = "stop"
+                break
+            if r.logprob_token_ids:
+                steps.append({t: float(lp[t]) for t in r.logprob_token_ids})
+            gen.append(tok)
+            self.stats.generated_tokens += 1
+            if r.stop:
+                text = self.tokenizer.decode(gen)
+                hits = [(text.find(s), s) for s in r.stop if s in text]
+                if hits:
+                    at, stop = min(hits)
+                    cut_text, finish = text[: at + len(stop)], "stop"
+                    break
+            if len(gen) < budget:
+                lp = self._step(tok)
+        text = cut_text if cut_text is not None else self.tokenizer.decode(gen)
+        return GenerateResult(token_ids=gen, text=text, finish_reason=finish, step_logprobs=steps)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None

@@ -1,0 +1,181 @@
+"""GRPO rewards for ERank (spec 3.2): pure functions over all N x G scores of one query.
+
+Inputs, per query: ``scores[d][g]`` the score rollout ``g`` of document ``d`` wrote (``None`` when
+unparsable), ``positive[d]`` whether ``d`` is a positive. Every rollout gets a global rank
+``phi`` among all parsed rollouts of the query, highest score first, ties taking the smallest rank
+(:func:`global_ranks`). Output: ``rewards[d][g]``.
+
+* :func:`reward_rr` - the listwise-derived r_RR. The paper does not publish its constants; here
+  they are parameters (defaults in :class:`~erank.training.config.RewardConfig`):
+
+  1. unparsable output: ``unparsable_penalty`` (default -1.0);
+  2. positive document: ``pos_base + pos_scale / phi`` (default 0.5 + 0.5 / phi, so 1.0 at rank 1);
+  3. negative ranked above a positive (``phi`` smaller than the largest ``phi`` of a parsed
+     positive rollout): ``neg_above_penalty`` (default -0.5);
+  4. negative below every positive: ``neg_max * (1 - ((s - s_ref) / max_score) ** 2)``, with
+     ``s_ref`` the reference (SFT) model's score of that document (default 0 when none is given),
+     ``neg_max`` default 0.5.
+
+* :func:`reward_ndcg` - r_NDCG: a positive rollout earns its DCG discount ``1 / log2(phi + 1)``
+  divided by the mean ideal discount (positives at ranks 1..P), so 1.0 when all positive rollouts
+  lead; a negative rollout loses the share of positive rollouts it outranks (``-k / P``).
+* :func:`reward_se` - r_SE: ``1 - ((s - t) / max_score) ** 2`` to the teacher score ``t``.
+
+>>> global_ranks([[7, 7], [9, None]])
+[[2, 2], [1, None]]
+>>> reward_rr([[9, 9], [3, 8]], [True, False], ref_scores=[9, 3])
+[[1.0, 1.0], [0.5, 0.375]]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+__all__ = ["global_ranks", "reward_rr", "reward_ndcg", "reward_se", "compute_rewards", "group_advantages"]
+
+Scores = Sequence[Sequence[float | int | None]]
+
+
+def global_ranks(scores: Scores) -> list[list[int | None]]:
+    """Rank of every parsed rollout among all rollouts of the query (1 = best; ties: smallest rank)."""
+    flat = sorted((float(s) for row in scores for s in row if s is not None), reverse=True)
+    first: dict[float, int] = {}
+    for i, s in enumerate(flat):
+        first.setdefault(s, i + 1)
+    return [[None if s is None else first[float(s)] for s in row] for row in scores]
+
+
+def _check(scores: Scores, positive: Sequence[bool]) -> None:
+    if len(scores) != len(positive):
+        from erank.errors import InputError
+
+        raise InputError(f"{len(scores)} documents' scores but {len(positive)} positive flags")
+
+
+def reward_rr(
+    scores: Scores,
+    positive: Sequence[bool],
+    ref_scores: Sequence[float | None] | None = None,
+    *,
+    unparsable_penalty: float = -1.0,
+    pos_base: float = 0.5,
+    pos_scale: float = 0.5,
+    neg_above_penalty: float = -0.5,
+    neg_max: float = 0.5,
+    max_score: int = 10,
+) -> list[list[float]]:
+    """The listwise-derived reward r_RR (module docstring; spec 3.2).
+
+    >>> reward_rr([[2], [5]], [True, False])          # the negative is above the positive
+    [[0.75], [-0.5]]
+    >>> reward_rr([[None], [0]], [True, False])       # unparsable positive; negative alone ranked
+    [[-1.0], [0.5]]
+    """
+    _check(scores, positive)
+    ranks = global_ranks(scores)
+    pos_ranks = [r for d, row in enumerate(ranks) if positive[d] for r in row if r is not None]
+    worst_pos = max(pos_ranks) if pos_ranks else None
+    out: list[list[float]] = []
+    for d, row in enumerate(scores):
+        ref = ref_scores[d] if ref_scores is not None and ref_scores[d] is not None else 0.0
+        rewards = []
+        for s, phi in zip(row, ranks[d], strict=True):
+            if s is None or phi is None:
+                rewards.append(unparsable_penalty)
+            elif positive[d]:
+                rewards.append(pos_base + pos_scale / phi)
+            elif worst_pos is not None and phi < worst_pos:
+                rewards.append(neg_above_penalty)
+            else:
+                err = (float(s) - float(ref)) / max_score  # type: ignore[arg-type]
+                rewards.append(neg_max * (1.0 - err * err))
+        out.append(rewards)
+    return out
+
+
+def reward_ndcg(
+    scores: Scores, positive: Sequence[bool], *, unparsable_penalty: float = -1.0
+) -> list[list[float]]:
+    """r_NDCG (module docstring).
+
+    >>> reward_ndcg([[9], [1]], [True, False])
+    [[1.0], [0.0]]
+    >>> [round(x, 3) for x in reward_ndcg([[2], [5]], [True, False])[0]]
+    [0.631]
+    """
+    _check(scores, positive)
+    ranks = global_ranks(scores)
+    pos_ranks = [r for d, row in enumerate(ranks) if positive[d] for r in row if r is not None]
+    n_pos = sum(len(row) for d, row in enumerate(scores) if positive[d])
+    ideal = sum(1.0 / math.log2(k + 1) for k in range(1, n_pos + 1)) / max(1, n_pos)
+    out: list[list[float]] = []
+    for d, row in enumerate(scores):
+        rewards = []
+        for s, phi in zip(row, ranks[d], strict=True):
+            if s is None or phi is None:
+                rewards.append(unparsable_penalty)
+            elif positive[d]:
+                rewards.append((1.0 / math.log2(phi + 1)) / ideal)
+            else:
+                beaten = sum(1 for r in pos_ranks if r > phi)
+                rewards.append(-beaten / max(1, n_pos))
+        out.append(rewards)
+    return out
+
+
+def reward_se(
+    scores: Scores, targets: Sequence[float], *, unparsable_penalty: float = -1.0, max_score: int = 10
+) -> list[list[float]]:
+    """r_SE: the squared error to the teacher (target) score, as a reward in [0, 1].
+
+    >>> reward_se([[10, 5, None]], [10])
+    [[1.0, 0.75, -1.0]]
+    """
+    out = []
+    for row, t in zip(scores, targets, strict=True):
+        out.append(
+            [
+                unparsable_penalty if s is None else 1.0 - ((float(s) - float(t)) / max_score) ** 2
+                for s in row
+            ]
+        )
+    return out
+
+
+def compute_rewards(
+    kind: str,
+    scores: Scores,
+    positive: Sequence[bool],
+    targets: Sequence[float],
+    ref_scores: Sequence[float | None] | None,
+    params: dict[str, float],
+) -> list[list[float]]:
+    """Dispatch on ``kind`` (``rr``, ``ndcg``, ``se``) with the constants of a RewardConfig."""
+    pen = float(params.get("unparsable_penalty", -1.0))
+    mx = int(params.get("max_score", 10))
+    if kind == "rr":
+        keys = ("pos_base", "pos_scale", "neg_above_penalty", "neg_max")
+        kw = {k: float(params[k]) for k in keys if k in params}
+        return reward_rr(scores, positive, ref_scores, unparsable_penalty=pen, max_score=mx, **kw)
+    if kind == "ndcg":
+        return reward_ndcg(scores, positive, unparsable_penalty=pen)
+    if kind == "se":
+        return reward_se(scores, targets, unparsable_penalty=pen, max_score=mx)
+    from erank.errors import InputError
+
+    raise InputError(f"unknown reward {kind!r}; use rr, ndcg or se")
+
+
+def group_advantages(rewards: Sequence[float], eps: float = 1e-4) -> list[float]:
+    """GRPO advantages of the G rollouts of one prompt: ``(r - mean) / (std + eps)``.
+
+    >>> group_advantages([1.0, 1.0])
+    [0.0, 0.0]
+    >>> [round(a, 2) for a in group_advantages([0.0, 1.0])]
+    [-1.0, 1.0]
+    """
+    n = len(rewards)
+    mean = sum(rewards) / n
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / n)
+    return [(r - mean) / (std + eps) for r in rewards]

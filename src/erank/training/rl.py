@@ -1,0 +1,369 @@
+"""GRPO for ERank with the listwise-derived reward (spec 3.2).
+
+Why a loop of our own and not TRL's ``GRPOTrainer`` (read in trl 1.16,
+``trl/trainer/grpo_trainer.py``):
+
+* the reward of one rollout depends on the rollouts of *every* document of its query (the global
+  rank ``phi`` over N x G scores). ``GRPOTrainer``'s ``RepeatSampler`` draws prompt indices with a
+  seeded ``randperm`` and repeats each G times; the reward function sees one generation batch
+  (``per_device_train_batch_size x steps_per_generation`` rows, further split across processes).
+  Keeping a query's N documents in one reward call would need overriding the private
+  ``_get_train_sampler`` *and* making every generation batch a multiple of N x G with queries of
+  equal N - the dataset's queries have different N after the length filter, so rows of one query
+  would straddle two reward calls and their ranks would be wrong without any error;
+* in ``direct`` style a rollout is the score string after ``<answer>``: its G samples and their
+  exact log-probabilities come from one forward pass over the prompt (the 12-way distribution
+  "0".."10" or unparsable, see :func:`score_logprobs`). ``GRPOTrainer`` would call ``generate``
+  G times per prompt and decode text, which is far slower on a CPU and no more exact;
+* the r_RR reward needs the reference (SFT) model's own score of each document, which is
+  computed here in the same pass as the KL term.
+
+So batches come from :class:`~erank.training.sampler.QueryGroupSampler` (whole queries), the
+advantage is normalised over the G rollouts of each prompt (document), and the loss is the
+clipped surrogate (``clip``) plus ``kl_coef`` times the low-variance (k3) KL estimate to the
+reference model, as in the paper (verl's ``low_var_kl``).
+
+Reference model: with ``lora`` the policy is the SFT model plus a fresh adapter and the
+reference is the same network with the adapter disabled (no second copy in memory); without
+``lora`` (full-parameter, the paper) the reference is a frozen copy.
+
+Outputs in ``output_dir``: ``checkpoint-N/`` (``trainable.pt``, ``optimizer.pt``, ``state.json``;
+the latest is resumed automatically), ``metrics.jsonl``, ``final/`` (a plain model folder for
+``Reranker(model=...)``), ``adapter/`` with ``lora``, ``summary.json``.
+
+>>> from erank.training.config import RLConfig, load_config      # doctest: +SKIP
+>>> run_rl(load_config("configs/train/toy-rl.yaml", RLConfig))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from erank.errors import InputError
+from erank.scoring import ScoreTokens
+from erank.training.config import RLConfig
+from erank.training.rewards import compute_rewards, group_advantages
+from erank.training.sampler import QueryGroupSampler
+
+__all__ = ["run_rl", "score_logprobs", "GRPOStepStats"]
+
+logger = logging.getLogger(__name__)
+
+#: The category index of an unparsable rollout (anything but a score string 0..10).
+UNPARSABLE = 11
+
+
+def score_logprobs(st: ScoreTokens, lp1: torch.Tensor, lp2: torch.Tensor | None) -> torch.Tensor:
+    """Log-probabilities of the 12 outcomes after ``<answer>``: scores 0..max, then "unparsable".
+
+    ``lp1``: log-softmax over the vocabulary at the answer position, shape ``(B, V)``; ``lp2``:
+    the same after the ``branch`` token ("1" of "10"), or None when every score is one token.
+    ``P("1") = P("1") (1 - P(second digit | "1"))`` as in :mod:`erank.scoring`. Differentiable.
+    """
+    cols = []
+    branch = st.branch
+    p2_total = None
+    if lp2 is not None and st.second_tokens:
+        p2_total = lp2[:, st.second_tokens].exp().sum(-1).clamp(max=1.0 - 1e-6)
+    for seq in st.sequences:
+        if len(seq) == 2:
+            assert lp2 is not None
+            cols.append(lp1[:, seq[0]] + lp2[:, seq[1]])
+        elif branch is not None and seq[0] == branch and p2_total is not None:
+            cols.append(lp1[:, seq[0]] + torch.log1p(-p2_total))
+        else:
+            cols.append(lp1[:, seq[0]])
+    lab = torch.stack(cols, dim=-1)
+    rest = (1.0 - lab.exp().sum(-1)).clamp(min=1e-8)
+    return torch.cat([lab, rest.log().unsqueeze(-1)], dim=-1)
+
+
+class GRPOStepStats(dict):  # type: ignore[type-arg]
+    """What one optimisation step logs (reward, KL, clip fraction, unparsable share...)."""
+
+
+class _Policy:
+    """The model, its reference, the score tokens and batched forward passes."""
+
+    def __init__(self, cfg: RLConfig) -> None:
+        from erank.training.data import PromptBuilder
+        from erank.training.sft import load_causal_lm
+
+        self.cfg = cfg
+        model, tok, self.location = load_causal_lm(cfg.model, bf16=cfg.bf16)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model.to(self.device)
+        self.tok = tok
+        self.ref: Any = None
+        if cfg.lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=cfg.lora.r,
+                    lora_alpha=cfg.lora.alpha,
+                    lora_dropout=cfg.lora.dropout,
+                    target_modules=cfg.lora.target_modules,
+                    task_type="CAUSAL_LM",
+                ),
+            )
+        else:
+            self.ref = copy.deepcopy(model).eval()
+            for p in self.ref.parameters():
+                p.requires_grad_(False)
+        self.model = model
+        self.builder = PromptBuilder(tok, "direct", None)
+        self.st = ScoreTokens.from_tokenizer(self.builder.engine.tokenizer.encode, cfg.reward.max_score)
+        self.pad = int(tok.pad_token_id)
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _forward(self, net: Any, prompts: list[list[int]]) -> torch.Tensor:
+        branch = self.st.branch
+        seqs = [p + ([branch] if branch is not None else []) for p in prompts]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, width - len(s) :] = torch.tensor(s)
+            mask[r, width - len(s) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = 2 if branch is not None else 1
+        out = net(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=pos.to(self.device),
+            logits_to_keep=keep,
+            use_cache=False,
+        )
+        lp = torch.log_softmax(out.logits.float() / self.cfg.temperature, dim=-1)
+        return score_logprobs(self.st, lp[:, 0, :], lp[:, 1, :] if keep == 2 else None)
+
+    def policy_logprobs(self, prompts: list[list[int]]) -> torch.Tensor:
+        return self._forward(self.model, prompts)
+
+    @torch.no_grad()
+    def ref_logprobs(self, prompts: list[list[int]]) -> torch.Tensor:
+        if self.ref is not None:
+            return self._forward(self.ref, prompts)
+        with self.model.disable_adapter():
+            return self._forward(self.model, prompts)
+
+
+def _chunks(items: list[int], n: int) -> list[list[int]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+def _save_checkpoint(pol: _Policy, opt: torch.optim.Optimizer, out: Path, state: dict[str, Any], keep: int = 2) -> Path:
+    target = out / f"checkpoint-{state['step']}"
+    tmp = out / f".tmp-checkpoint-{state['step']}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    trainable = {n: p.detach().cpu() for n, p in pol.model.named_parameters() if p.requires_grad}
+    torch.save(trainable, tmp / "trainable.pt")
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    state = dict(state, torch_rng=None)
+    (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
+    torch.save(torch.get_rng_state(), tmp / "rng.pt")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    ckpts = sorted((p for p in out.glob("checkpoint-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[-1]))
+    for old in ckpts[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _load_checkpoint(pol: _Policy, opt: torch.optim.Optimizer, ckpt: Path) -> dict[str, Any]:
+    trainable = torch.load(ckpt / "trainable.pt", map_location=pol.device)
+    missing = [n for n, p in pol.model.named_parameters() if p.requires_grad and n not in trainable]
+    if missing:
+        raise InputError(f"checkpoint {ckpt} does not match this configuration (missing {missing[:3]}...)")
+    pol.model.load_state_dict(trainable, strict=False)
+    opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=pol.device))
+    torch.set_rng_state(torch.load(ckpt / "rng.pt"))
+    return dict(json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
+
+
+def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Run GRPO as configured (resuming from the latest checkpoint in ``output_dir``).
+
+    ``stop_after``: return after this many optimisation steps in this call (tests use it to
+    simulate a kill); the run can then be resumed.
+    """
+    from erank.training.sft import _data_params, _eval_rows, latest_checkpoint, load_pairs
+
+    t0 = time.time()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load_pairs(cfg.data)
+    if cfg.max_queries is not None:
+        qids = list(dict.fromkeys(r["qid"] for r in rows))[: cfg.max_queries]
+        wanted = set(qids)
+        rows = [r for r in rows if r["qid"] in wanted]
+    style = str(rows[0].get("style") or "direct")
+    if style != "direct":
+        raise InputError(
+            "erank train rl samples direct-style rollouts (the score after <answer>); this data set has "
+            f"{style!r} targets. Build the data with target_style: direct."
+        )
+    trunc = _data_params(cfg.data).get("truncate_length", 2048)
+    torch.manual_seed(cfg.seed)
+    pol = _Policy(cfg)
+    pol.builder.truncate_length = trunc
+    prompts: list[list[int]] = []
+    keep_rows: list[dict[str, Any]] = []
+    for r in rows:
+        ids = pol.builder.engine.tokenizer.encode_prompt(pol.builder.prompt(r["query"], r["doc"], r["instruction"]))
+        if len(ids) + 2 > cfg.cutoff:
+            continue
+        prompts.append(ids)
+        keep_rows.append(r)
+    if not keep_rows:
+        raise InputError(f"every prompt is longer than the cutoff ({cfg.cutoff} tokens)")
+    sampler = QueryGroupSampler([r["qid"] for r in keep_rows], cfg.queries_per_batch, shuffle=True, seed=cfg.seed)
+    opt = torch.optim.AdamW(pol.trainable(), lr=cfg.learning_rate, weight_decay=0.0)
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0}
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        state = _load_checkpoint(pol, opt, ckpt)
+        logger.info("resumed from %s (step %d)", ckpt, state["step"])
+    total_steps = len(sampler) * cfg.epochs if cfg.max_steps < 0 else cfg.max_steps
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 * state["step"])
+    rparams = cfg.reward.model_dump(exclude={"kind"})
+    metrics_file = out / "metrics.jsonl"
+    eval_path = _eval_rows(cfg.data)
+    chunk = 8
+    done_here = 0
+    pol.model.train()
+    while state["step"] < total_steps and state["epoch"] < cfg.epochs:
+        sampler.set_epoch(state["epoch"])
+        for batch in sampler.batches(skip=state["batch"]):
+            if state["step"] >= total_steps:
+                break
+            st = time.time()
+            # 1. rollouts from the current policy, reference log-probabilities, rewards
+            with torch.no_grad():
+                old_lp = torch.cat([pol.policy_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)])
+                ref_lp = torch.cat([pol.ref_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)])
+            samples = torch.multinomial(old_lp.exp(), cfg.rollouts, replacement=True, generator=gen)  # (B, G)
+            ref_label = ref_lp[:, :UNPARSABLE].argmax(-1)
+            adv = torch.zeros(len(batch), cfg.rollouts)
+            rewards_all = torch.zeros(len(batch), cfg.rollouts)
+            by_query: dict[str, list[int]] = {}
+            for j, i in enumerate(batch):
+                by_query.setdefault(str(keep_rows[i]["qid"]), []).append(j)
+            for js in by_query.values():
+                scores = [
+                    [None if int(c) == UNPARSABLE else int(c) for c in samples[j].tolist()] for j in js
+                ]
+                rew = compute_rewards(
+                    cfg.reward.kind,
+                    scores,
+                    [bool(keep_rows[batch[j]]["is_positive"]) for j in js],
+                    [float(keep_rows[batch[j]]["target"]) for j in js],
+                    [float(ref_label[j]) for j in js],
+                    rparams,
+                )
+                for j, rw in zip(js, rew, strict=True):
+                    rewards_all[j] = torch.tensor(rw)
+                    adv[j] = torch.tensor(group_advantages(rw))
+            old_sel = old_lp.gather(1, samples)
+            ref_sel = ref_lp.gather(1, samples)
+            # 2. clipped surrogate + k3 KL, gradient accumulated chunk by chunk
+            n_roll = len(batch) * cfg.rollouts
+            loss_sum = kl_sum = clip_sum = 0.0
+            for _ in range(cfg.inner_epochs):
+                opt.zero_grad(set_to_none=True)
+                for c in _chunks(list(range(len(batch))), chunk):
+                    new_lp = pol.policy_logprobs([prompts[batch[j]] for j in c])
+                    idx = torch.tensor(c)
+                    new_sel = new_lp.gather(1, samples[idx].to(new_lp.device))
+                    ratio = (new_sel - old_sel[idx].to(new_sel.device)).exp()
+                    a = adv[idx].to(new_sel.device)
+                    surr = torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
+                    d = ref_sel[idx].to(new_sel.device) - new_sel
+                    kl = d.exp() - d - 1.0
+                    loss = (-surr + cfg.kl_coef * kl).sum() / n_roll
+                    loss.backward()
+                    loss_sum += float(loss)
+                    kl_sum += float(kl.sum())
+                    clip_sum += float(((ratio - 1).abs() > cfg.clip).float().sum())
+                torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
+                opt.step()
+            state["step"] += 1
+            state["batch"] += 1
+            done_here += 1
+            rec: dict[str, Any] = {
+                "step": state["step"],
+                "epoch": state["epoch"],
+                "loss": loss_sum / cfg.inner_epochs,
+                "reward": float(rewards_all.mean()),
+                "kl": kl_sum / (n_roll * cfg.inner_epochs),
+                "clip_frac": clip_sum / (n_roll * cfg.inner_epochs),
+                "unparsable": float((samples == UNPARSABLE).float().mean()),
+                "docs": len(batch),
+                "seconds": round(time.time() - st, 2),
+            }
+            if cfg.eval_steps and eval_path is not None and state["step"] % cfg.eval_steps == 0:
+                rec.update(_validate(pol, eval_path, cfg))
+            if state["step"] % cfg.logging_steps == 0:
+                logger.info("rl %s", json.dumps(rec))
+            with metrics_file.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            if state["step"] % cfg.save_steps == 0:
+                _save_checkpoint(pol, opt, out, state)
+            if stop_after is not None and done_here >= stop_after:
+                _save_checkpoint(pol, opt, out, state)
+                return {"steps": state["step"], "stopped": True, "seconds": round(time.time() - t0, 1)}
+        else:
+            state["epoch"] += 1
+            state["batch"] = 0
+    _save_checkpoint(pol, opt, out, state)
+    summary: dict[str, Any] = {
+        "steps": state["step"],
+        "resumed_from": str(ckpt) if ckpt else None,
+        "seconds": round(time.time() - t0, 1),
+        "base_model": str(pol.location),
+    }
+    if cfg.eval is not None and eval_path is not None:
+        summary["val"] = _validate(pol, eval_path, cfg)
+    _export(pol, out, summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
+def _validate(pol: _Policy, eval_path: Path, cfg: RLConfig) -> dict[str, float]:
+    from erank.engines.transformers import TransformersEngine
+    from erank.training.config import EvalConfig
+    from erank.training.evaluate import evaluate_engine
+
+    ecfg = cfg.eval or EvalConfig()
+    engine = TransformersEngine(model_obj=pol.model, tokenizer_obj=pol.tok, device=str(pol.device))
+    m = evaluate_engine(
+        engine, eval_path, max_queries=ecfg.max_queries, candidates=ecfg.candidates, truncate_length=ecfg.truncate_length
+    )
+    pol.model.train()
+    return {"val_ndcg@10": m["ndcg@10"], "val_first_stage_ndcg@10": m["first_stage_ndcg@10"]}
+
+
+def _export(pol: _Policy, out: Path, summary: dict[str, Any]) -> None:
+    model = pol.model
+    if pol.cfg.lora is not None:
+        model.save_pretrained(out / "adapter")
+        pol.tok.save_pretrained(out / "adapter")
+        summary["adapter"] = str(out / "adapter")
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(out / "final")
+    pol.tok.save_pretrained(out / "final")
+    summary["final"] = str(out / "final")
+
