@@ -58,7 +58,9 @@ def naive_reference(engine, method, pairs, instruction, gen_tokens):  # noqa: AN
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=32, help="pairs for direct mode")
-    ap.add_argument("--reasoning-pairs", type=int, default=8, help="pairs for reasoning mode and the naive reference")
+    ap.add_argument(
+        "--reasoning-pairs", type=int, default=8, help="pairs for reasoning mode and the naive reference"
+    )
     ap.add_argument("--gen-tokens", type=int, default=32, help="reasoning budget (same for both)")
     ap.add_argument("--max-words", type=int, default=150, help="passage length cap in words (~200 tokens)")
     args = ap.parse_args()
@@ -71,7 +73,9 @@ def main() -> None:
     direct = Reranker(mode="direct")
     engine = direct.engine
     reasoning = Reranker(engine=engine, mode="reasoning", max_new_tokens=args.gen_tokens)
-    tokens = [len(engine.tokenizer.encode_prompt(direct.method.build_prompt(q, d, instruction))) for q, d in pairs]
+    tokens = [
+        len(engine.tokenizer.encode_prompt(direct.method.build_prompt(q, d, instruction))) for q, d in pairs
+    ]
 
     # warm-up
     direct.score(pairs[0][0], [pairs[0][1]], instruction)
@@ -98,7 +102,9 @@ def main() -> None:
         "naive generate per document": (len(rp) / t_naive, gen_naive / len(rp)),
     }
     naive_pps = rows["naive generate per document"][0]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    )
     print(f"model: {engine.model_name}; pairs: mean {sum(tokens) / len(tokens):.0f} prompt tokens; "
           f"reasoning budget {args.gen_tokens} tokens")  # fmt: skip
     print("| path | pairs/s | generated tokens/pair | x naive |")

@@ -60,20 +60,33 @@ def test_cli_errors_are_one_line_not_a_traceback(tmp_path):
     assert b"line 2: invalid JSON" in out.stderr and b"Traceback" not in out.stderr
     out = erank("rerank", "--query", "q", "--docs", str(tmp_path / "nope.txt"))
     assert out.returncode == 2 and b"does not exist" in out.stderr
-    out = erank("rerank", "--query", "q", "--docs", "-", "--model", str(tmp_path / "missing.gguf"), stdin=b"a\n")
+    out = erank(
+        "rerank", "--query", "q", "--docs", "-", "--model", str(tmp_path / "missing.gguf"), stdin=b"a\n"
+    )
     assert out.returncode == 2 and b"does not exist" in out.stderr and b"Traceback" not in out.stderr
 
 
 def test_cli_help_explains_each_option():
     out = erank("rerank", "--help")
     assert out.returncode == 0
-    for opt in [b"--query", b"--docs", b"--instruction", b"--model", b"--mode", b"--top-k", b"--truncate-length", b"--format"]:
+    for opt in [
+        b"--query",
+        b"--docs",
+        b"--instruction",
+        b"--model",
+        b"--mode",
+        b"--top-k",
+        b"--truncate-length",
+        b"--format",
+    ]:
         assert opt in out.stdout
 
 
 def test_cli_reranks_with_a_local_model_folder(tiny_qwen3_dir, tmp_path):
     docs = tmp_path / "d.jsonl"
-    docs.write_text("\n".join(json.dumps({"id": f"d{i}", "content": f"document number {i}"}) for i in range(5)))
+    docs.write_text(
+        "\n".join(json.dumps({"id": f"d{i}", "content": f"document number {i}"}) for i in range(5))
+    )
     out = erank("rerank", "-q", "which document", "--docs", str(docs), "--model", str(tiny_qwen3_dir),
                 "--mode", "direct", "--top-k", "3", "--format", "jsonl")  # fmt: skip
     assert out.returncode == 0, out.stderr.decode()
@@ -82,7 +95,9 @@ def test_cli_reranks_with_a_local_model_folder(tiny_qwen3_dir, tmp_path):
     assert [r["rank_score"] for r in rows] == sorted((r["rank_score"] for r in rows), reverse=True)
     # the same ranking as the Python API
     lines = docs.read_text().splitlines()
-    api = Reranker(str(tiny_qwen3_dir), mode="direct").rerank("which document", [json.loads(x) for x in lines])
+    api = Reranker(str(tiny_qwen3_dir), mode="direct").rerank(
+        "which document", [json.loads(x) for x in lines]
+    )
     assert [r["id"] for r in rows] == [r["id"] for r in api[:3]]
 
 
@@ -98,7 +113,9 @@ def test_unknown_models_are_clear_errors(tmp_path):
 
 
 def test_unknown_hub_model_is_a_clear_error_not_a_hang():
-    with pytest.raises(ModelLoadError, match="could not load the model 'no-such-org/no-such-model' from the model hub"):
+    with pytest.raises(
+        ModelLoadError, match="could not load the model 'no-such-org/no-such-model' from the model hub"
+    ):
         Reranker("no-such-org/no-such-model")
 
 

@@ -41,7 +41,9 @@ def test_direct_mode_scores_are_s_times_p_with_a_full_distribution(tiny_engine):
 
 def test_rerank_returns_the_official_shape_sorted(tiny_engine):
     docs = [{"content": d, "id": f"d{i}", "first_stage_score": float(i)} for i, d in enumerate(DOCS)]
-    out = Reranker(engine=tiny_engine, mode="direct").rerank("what is rust", docs, "beir", truncate_length=2048)
+    out = Reranker(engine=tiny_engine, mode="direct").rerank(
+        "what is rust", docs, "beir", truncate_length=2048
+    )
     assert sorted(r["id"] for r in out) == sorted(d["id"] for d in docs)
     assert all(set(r) == {"content", "id", "first_stage_score", "rank_score"} for r in out)
     scores = [r["rank_score"] for r in out]
@@ -116,13 +118,17 @@ def test_reasoning_mode_parses_and_reads_p_at_the_answer(answering_tiny_dir):
     g = r.engine.generate([GenerateRequest(prompt, 24, ["</answer>"], m._all_score_ids)])[0]
     label, at = parse_answer(g.text)
     recorded = m._answer_probability(prompt, g, label, at)
-    forward = m._answer_probability(prompt, GenerateResult(g.token_ids, g.text, g.finish_reason, []), label, at)
+    forward = m._answer_probability(
+        prompt, GenerateResult(g.token_ids, g.text, g.finish_reason, []), label, at
+    )
     assert recorded == pytest.approx(res.scores[0].probability, abs=1e-6)
     assert recorded == pytest.approx(forward, abs=1e-4)
 
 
 def test_reasoning_budget_exhausted_is_unparsed_and_scored_zero(tiny_engine):
-    res = Reranker(engine=tiny_engine, mode="reasoning", max_new_tokens=4).score("q", ["a", "b"], return_reasoning=True)
+    res = Reranker(engine=tiny_engine, mode="reasoning", max_new_tokens=4).score(
+        "q", ["a", "b"], return_reasoning=True
+    )
     for s in res.scores:
         assert not s.parsed and s.score == 0.0 and s.label is None
     assert res.usage.unparsed == 2

@@ -80,8 +80,20 @@ def test_instructions_by_name(name, start):
 
 def test_all_bright_tasks_are_named():
     names = set(instruction_names())
-    for task in ["biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
-                 "sustainable_living", "aops", "leetcode", "pony", "theoremqa_questions", "theoremqa_theorems"]:
+    for task in [
+        "biology",
+        "earth_science",
+        "economics",
+        "psychology",
+        "robotics",
+        "stackoverflow",
+        "sustainable_living",
+        "aops",
+        "leetcode",
+        "pony",
+        "theoremqa_questions",
+        "theoremqa_theorems",
+    ]:
         assert f"bright/{task}" in names
 
 

@@ -5,7 +5,14 @@ import math
 import pytest
 
 from erank.errors import InputError
-from erank.scoring import ScoreTokens, expected_score, hybrid_scores, label_probabilities, parse_answer, rank_score
+from erank.scoring import (
+    ScoreTokens,
+    expected_score,
+    hybrid_scores,
+    label_probabilities,
+    parse_answer,
+    rank_score,
+)
 from erank.types import ranking_from_scores
 
 # A digit-splitting tokenizer: "0".."9" are tokens 100..109, "10" is ("1", "0").

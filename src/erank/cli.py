@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="erank",
         description="Effective and efficient LLM reranking (ERank and its neighbours).",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:

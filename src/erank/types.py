@@ -136,14 +136,18 @@ def to_documents(docs: Sequence[Any]) -> list[Document]:
         elif isinstance(d, Mapping):
             key = "content" if "content" in d else ("text" if "text" in d else None)
             if key is None:
-                raise InputError(f"document {i} is a dict without a 'content' (or 'text') key: keys {sorted(d)}")
+                raise InputError(
+                    f"document {i} is a dict without a 'content' (or 'text') key: keys {sorted(d)}"
+                )
             content = d[key]
             if not isinstance(content, str):
                 raise InputError(f"document {i}: '{key}' must be a string, got {type(content).__name__}")
             extra = {k: v for k, v in d.items() if k not in (key, "id", "first_stage_score")}
             fss = d.get("first_stage_score")
             if fss is not None and not isinstance(fss, (int, float)):
-                raise InputError(f"document {i}: 'first_stage_score' must be a number, got {type(fss).__name__}")
+                raise InputError(
+                    f"document {i}: 'first_stage_score' must be a number, got {type(fss).__name__}"
+                )
             doc_id = d.get("id")
             out.append(
                 Document(

@@ -7,7 +7,6 @@ import json
 
 import httpx
 import pytest
-
 from tests.serving.conftest import metric_value
 
 DOCS = ["Rust is a systems programming language.", "Bread is baked from flour.", "Cargo builds Rust code."]
@@ -29,7 +28,9 @@ def test_operations_endpoints(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank"])
 def test_cohere_shape(client: httpx.Client, path: str, tiny_reranker) -> None:  # noqa: ANN001
-    r = client.post(path, json={"model": "any", "query": "what is rust", "documents": DOCS, "return_documents": True})
+    r = client.post(
+        path, json={"model": "any", "query": "what is rust", "documents": DOCS, "return_documents": True}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     scores = [x["relevance_score"] for x in body["results"]]
@@ -45,7 +46,9 @@ def test_cohere_shape(client: httpx.Client, path: str, tiny_reranker) -> None:  
 
 def test_cohere_top_n_and_objects(client: httpx.Client) -> None:
     docs = [{"text": d, "id": f"d{i}"} for i, d in enumerate(DOCS)]
-    body = client.post("/v1/rerank", json={"query": "rust", "documents": docs, "top_n": 2, "return_documents": True}).json()
+    body = client.post(
+        "/v1/rerank", json={"query": "rust", "documents": docs, "top_n": 2, "return_documents": True}
+    ).json()
     assert len(body["results"]) == 2
     assert all(x["document"]["id"] == f"d{x['index']}" for x in body["results"])  # objects come back whole
     # Without return_documents there is no document; a top_n beyond the list is clamped and reported.
@@ -63,7 +66,9 @@ def test_rank_fields(client: httpx.Client) -> None:
 
 
 def test_tei_shape(client: httpx.Client) -> None:
-    raw = client.post("/rerank", json={"query": "what is rust", "texts": DOCS, "raw_scores": True, "return_text": True})
+    raw = client.post(
+        "/rerank", json={"query": "what is rust", "texts": DOCS, "raw_scores": True, "return_text": True}
+    )
     assert raw.status_code == 200
     rows = raw.json()
     assert isinstance(rows, list) and [r["text"] for r in rows] == [DOCS[r["index"]] for r in rows]
@@ -73,7 +78,9 @@ def test_tei_shape(client: httpx.Client) -> None:
 
 
 def test_score_endpoint(client: httpx.Client) -> None:
-    body = client.post("/score", json={"query": "what is rust", "documents": DOCS, "instruction": "msmarco"}).json()
+    body = client.post(
+        "/score", json={"query": "what is rust", "documents": DOCS, "instruction": "msmarco"}
+    ).json()
     assert body["mode"] == "direct" and body["method"] == "erank" and len(body["ranking"]) == 3
     for row in body["results"]:
         assert len(row["distribution"]) == 11 and sum(row["distribution"]) <= 1.0 + 1e-6
@@ -86,10 +93,14 @@ def test_score_endpoint(client: httpx.Client) -> None:
 
 def test_ten_megabyte_document_is_truncated_and_reported(client: httpx.Client) -> None:
     big = "relevant words " * (10 * 1024 * 1024 // 15)
-    r = client.post("/v1/rerank", json={"query": "rust", "documents": [big, "short"], "max_tokens_per_doc": 64})
+    r = client.post(
+        "/v1/rerank", json={"query": "rust", "documents": [big, "short"], "max_tokens_per_doc": 64}
+    )
     assert r.status_code == 200, r.text[:300]
     assert "documents [0] were truncated to 64 tokens" in r.json()["meta"]["warnings"][0]
-    s = client.post("/score", json={"query": "rust", "documents": [big, "short"], "return_documents": False}).json()
+    s = client.post(
+        "/score", json={"query": "rust", "documents": [big, "short"], "return_documents": False}
+    ).json()
     by_index = {row["index"]: row for row in s["results"]}
     assert by_index[0]["truncated"] is True and by_index[1]["truncated"] is False
     assert s["usage"]["truncated_documents"] == 1
@@ -102,13 +113,28 @@ BAD = [
     ("missing query", {"documents": ["a"]}, 422, "query: Field required"),
     ("empty string doc", {"query": "q", "documents": ["a", ""]}, 422, "documents[1] is empty"),
     ("number doc", {"query": "q", "documents": ["a", 5]}, 422, "documents.1"),
-    ("object without text", {"query": "q", "documents": [{"title": "x"}]}, 422, "documents[0] is an object without"),
-    ("query not a string", {"query": ["q"], "documents": ["a"]}, 422, "query: Input should be a valid string"),
+    (
+        "object without text",
+        {"query": "q", "documents": [{"title": "x"}]},
+        422,
+        "documents[0] is an object without",
+    ),
+    (
+        "query not a string",
+        {"query": ["q"], "documents": ["a"]},
+        422,
+        "query: Input should be a valid string",
+    ),
     ("documents not a list", {"query": "q", "documents": "abc"}, 422, "documents"),
     ("top_n 0", {"query": "q", "documents": ["a"], "top_n": 0}, 422, "top_n"),
     ("top_n negative", {"query": "q", "documents": ["a"], "top_n": -3}, 422, "top_n"),
     ("top_n a word", {"query": "q", "documents": ["a"], "top_n": "many"}, 422, "top_n"),
-    ("max_tokens_per_doc 0", {"query": "q", "documents": ["a"], "max_tokens_per_doc": 0}, 422, "max_tokens_per_doc"),
+    (
+        "max_tokens_per_doc 0",
+        {"query": "q", "documents": ["a"], "max_tokens_per_doc": 0},
+        422,
+        "max_tokens_per_doc",
+    ),
     ("10000 documents", {"query": "q", "documents": ["doc"] * 10000}, 413, "the limit is 1000"),
     ("unpaired surrogate", b'{"query": "q", "documents": ["\\ud800"]}', 422, "not valid Unicode"),
     ("invalid UTF-8", b'{"query": "q", "documents": ["\xff\xfe"]}', 400, "not valid UTF-8"),
@@ -121,7 +147,9 @@ BAD = [
 
 @pytest.mark.parametrize("path", ["/v1/rerank", "/score"])
 @pytest.mark.parametrize(("what", "body", "status", "needle"), BAD, ids=[b[0] for b in BAD])
-def test_bad_input_is_a_clear_4xx(client: httpx.Client, path: str, what: str, body, status: int, needle: str) -> None:  # noqa: ANN001
+def test_bad_input_is_a_clear_4xx(
+    client: httpx.Client, path: str, what: str, body, status: int, needle: str
+) -> None:  # noqa: ANN001
     if body is None:
         body = {"query": "q", "documents": ["a"], "instruction": "not-a-known-name"}
     if isinstance(body, bytes):
@@ -159,7 +187,12 @@ def test_too_large_body_is_413(client: httpx.Client) -> None:
 
 def test_server_healthy_after_bad_input_and_metrics_count_it(client: httpx.Client) -> None:
     with cf.ThreadPoolExecutor(4) as ex:
-        bad = list(ex.map(lambda _: client.post("/v1/rerank", json={"query": "q", "documents": []}).status_code, range(4)))
+        bad = list(
+            ex.map(
+                lambda _: client.post("/v1/rerank", json={"query": "q", "documents": []}).status_code,
+                range(4),
+            )
+        )
     assert bad == [422] * 4
     ok = client.post("/v1/rerank", json={"query": "rust", "documents": DOCS})
     assert ok.status_code == 200 and client.get("/health").status_code == 200

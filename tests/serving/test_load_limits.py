@@ -12,20 +12,20 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.serving.conftest import free_port, metric_value, run_server, tiny_app
 
 WORDS = "rust cargo crate borrow checker lifetime trait generic bread flour oven yeast".split()
 
 
 def docs(n: int, words: int = 20, seed: int = 0) -> list[str]:
-    return [" ".join(WORDS[(seed + i * 7 + j) % len(WORDS)] for j in range(words)) + f" {i}" for i in range(n)]
+    return [
+        " ".join(WORDS[(seed + i * 7 + j) % len(WORDS)] for j in range(words)) + f" {i}" for i in range(n)
+    ]
 
 
 def test_load_concurrent_clients_zero_failures_and_batches_across_requests(tiny_qwen3_dir: Path) -> None:
@@ -38,7 +38,9 @@ def test_load_concurrent_clients_zero_failures_and_batches_across_requests(tiny_
             with httpx.Client(base_url=base, timeout=120) as c:
                 for i in range(3):
                     r = c.post("/v1/rerank", json={"query": f"rust {k}", "documents": docs(10, seed=k + i)})
-                    if r.status_code != 200 or sorted(x["index"] for x in r.json()["results"]) != list(range(10)):
+                    if r.status_code != 200 or sorted(x["index"] for x in r.json()["results"]) != list(
+                        range(10)
+                    ):
                         failures.append(f"{r.status_code} {r.text[:200]}")
             return 3
 
@@ -60,7 +62,9 @@ def test_batched_scores_equal_alone(tiny_qwen3_dir: Path, tiny_reranker) -> None
         with cf.ThreadPoolExecutor(6) as ex:
             rows = list(
                 ex.map(
-                    lambda q: httpx.post(base + "/score", json={"query": q, "documents": docs(5)}, timeout=60).json(),
+                    lambda q: httpx.post(
+                        base + "/score", json={"query": q, "documents": docs(5)}, timeout=60
+                    ).json(),
                     queries,
                 )
             )
@@ -68,7 +72,9 @@ def test_batched_scores_equal_alone(tiny_qwen3_dir: Path, tiny_reranker) -> None
         alone = tiny_reranker.score(q, docs(5))
         assert body["ranking"] == alone.ranking
         got = {r["index"]: r["score"] for r in body["results"]}
-        assert [got[i] for i in range(5)] == pytest.approx([s.score for s in alone.scores], rel=1e-3, abs=1e-6)
+        assert [got[i] for i in range(5)] == pytest.approx(
+            [s.score for s in alone.scores], rel=1e-3, abs=1e-6
+        )
 
 
 # The tests below hold pairs in the queue with a long batching window (max_wait_ms) instead of

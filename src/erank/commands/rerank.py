@@ -43,7 +43,12 @@ def register(sub: Any) -> None:
         default=None,
         help="a task instruction name (beir, trec-dl, followir, bright/<task>) or free text; default beir",
     )
-    p.add_argument("--model", "-m", default=None, help="hub id, model folder or .gguf file; default: the embedded SmolLM2-135M")
+    p.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help="hub id, model folder or .gguf file; default: the embedded SmolLM2-135M",
+    )
     p.add_argument("--engine", default="transformers", help="the engine that runs the model")
     p.add_argument("--method", default="erank", help="the ranking method")
     p.add_argument(
@@ -54,16 +59,24 @@ def register(sub: Any) -> None:
         "default direct for the embedded model, reasoning otherwise",
     )
     p.add_argument("--top-k", "-k", type=int, default=None, help="print only the K best documents")
-    p.add_argument("--truncate-length", type=int, default=2048, help="cut query and each document to N tokens")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="reasoning budget in tokens (reasoning mode)")
-    p.add_argument("--alpha", type=float, default=None, help="also fuse with first_stage_score (hybrid, spec 2.4)")
+    p.add_argument(
+        "--truncate-length", type=int, default=2048, help="cut query and each document to N tokens"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=None, help="reasoning budget in tokens (reasoning mode)"
+    )
+    p.add_argument(
+        "--alpha", type=float, default=None, help="also fuse with first_stage_score (hybrid, spec 2.4)"
+    )
     p.add_argument(
         "--format",
         choices=["table", "json", "jsonl"],
         default=None,
         help="output format; default table on a terminal, json otherwise",
     )
-    p.add_argument("--reasoning", action="store_true", help="include the model's reasoning text in json output")
+    p.add_argument(
+        "--reasoning", action="store_true", help="include the model's reasoning text in json output"
+    )
     p.set_defaults(func=run)
 
 
@@ -110,13 +123,17 @@ def read_documents(path: str, stdin: TextIO | None = None) -> list[Document]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{source}, line {n}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            raise DataFormatError(
+                f"{source}, line {n}: invalid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
         if not isinstance(obj, dict):
             raise DataFormatError(f"{source}, line {n}: expected a JSON object, got {type(obj).__name__}")
         try:
             items.extend(to_documents([obj]))
         except InputError as exc:
-            raise DataFormatError(f"{source}, line {n}: {str(exc).replace('document 0', 'document')}") from None
+            raise DataFormatError(
+                f"{source}, line {n}: {str(exc).replace('document 0', 'document')}"
+            ) from None
     return items
 
 
@@ -132,14 +149,18 @@ def score_in_chunks(
 ) -> RerankResult:
     """Score pointwise methods chunk by chunk (for progress); others in one call."""
     if not getattr(reranker.method, "pointwise", False) or len(docs) <= _CHUNK:
-        res: RerankResult = reranker.score(query, docs, instruction, truncate_length, return_reasoning=return_reasoning)
+        res: RerankResult = reranker.score(
+            query, docs, instruction, truncate_length, return_reasoning=return_reasoning
+        )
         if on_progress:
             on_progress(len(docs))
         return res
     parts: list[RerankResult] = []
     for start in range(0, len(docs), _CHUNK):
         chunk = docs[start : start + _CHUNK]
-        parts.append(reranker.score(query, chunk, instruction, truncate_length, return_reasoning=return_reasoning))
+        parts.append(
+            reranker.score(query, chunk, instruction, truncate_length, return_reasoning=return_reasoning)
+        )
         if on_progress:
             on_progress(len(chunk))
     return _merge(parts)
@@ -247,7 +268,12 @@ def run(args: argparse.Namespace) -> int:
             )  # fmt: skip
     else:
         result = score_in_chunks(
-            reranker, args.query, docs, args.instruction, args.truncate_length, return_reasoning=args.reasoning
+            reranker,
+            args.query,
+            docs,
+            args.instruction,
+            args.truncate_length,
+            return_reasoning=args.reasoning,
         )
     rows = _rows(result, args.alpha, args.reasoning)
     if args.top_k is not None:

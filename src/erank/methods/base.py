@@ -120,6 +120,11 @@ class Method(ABC):
 
     @abstractmethod
     def _score(
-        self, query: str, docs: list[Document], instruction: str, truncate_length: int | None, return_reasoning: bool
+        self,
+        query: str,
+        docs: list[Document],
+        instruction: str,
+        truncate_length: int | None,
+        return_reasoning: bool,
     ) -> tuple[list[DocumentScore], Usage]:
         """Per-document scores in input order, and the usage."""

@@ -13,7 +13,7 @@ checked for exactly the placeholders its method needs when it is loaded.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import yaml
@@ -32,7 +32,7 @@ _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template(name: str) -> str:
     """The text of template ``name`` (a file ``<name>.txt`` in this package)."""
     try:

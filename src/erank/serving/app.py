@@ -60,7 +60,12 @@ class HTTPError(Exception):
     """An error answered with ``status`` and a JSON body ``{"message", "error", "error_type", "field"}``."""
 
     def __init__(
-        self, status: int, kind: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        kind: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.kind, self.message, self.field, self.headers = status, kind, message, field, headers
@@ -98,7 +103,9 @@ class RerankService:
             ``settings`` in a background thread at startup (``/ready`` says when it is loaded).
     """
 
-    def __init__(self, settings: ServeSettings, reranker: Any = None, metrics: ServeMetrics | None = None) -> None:
+    def __init__(
+        self, settings: ServeSettings, reranker: Any = None, metrics: ServeMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or ServeMetrics()
         self.reranker: Any = None
@@ -136,8 +143,12 @@ class RerankService:
 
         s = self.settings
         try:
-            logger.info("loading model %s (engine %s, mode %s)", s.model or "default", s.engine, s.mode or "default")
-            reranker = Reranker(s.model, engine=s.engine, mode=s.mode, device=s.device, batch_tokens=s.batch_tokens)
+            logger.info(
+                "loading model %s (engine %s, mode %s)", s.model or "default", s.engine, s.mode or "default"
+            )
+            reranker = Reranker(
+                s.model, engine=s.engine, mode=s.mode, device=s.device, batch_tokens=s.batch_tokens
+            )
         except Exception as exc:  # noqa: BLE001 - reported by /ready and the log
             self.load_error = f"{type(exc).__name__}: {exc}"
             logger.error("could not load the model: %s", self.load_error)
@@ -182,7 +193,12 @@ class RerankService:
         instr = resolve_instruction(instruction or self.settings.instruction, method.default_instruction)
         if not self.pairwise:
             item = (query, texts, instr, max_tokens, return_reasoning)
-            return Prepared(items=[item], key=("request", return_reasoning), truncated=[False] * len(texts), prompt_tokens=0)
+            return Prepared(
+                items=[item],
+                key=("request", return_reasoning),
+                truncated=[False] * len(texts),
+                prompt_tokens=0,
+            )
         tok = method.engine.tokenizer
         q, _ = method.truncate(query, max_tokens)
         prompts: list[list[int]] = []
@@ -192,7 +208,10 @@ class RerankService:
             truncated.append(cut)
             prompts.append(tok.encode_prompt(method.build_prompt(q, cut_text, instr)))
         return Prepared(
-            items=prompts, key=("pairs", return_reasoning), truncated=truncated, prompt_tokens=sum(map(len, prompts))
+            items=prompts,
+            key=("pairs", return_reasoning),
+            truncated=truncated,
+            prompt_tokens=sum(map(len, prompts)),
         )
 
     def _score_items(self, items: list[Any], key: Any) -> list[Any]:
@@ -220,23 +239,33 @@ class RerankService:
         if not self.ready or self.batcher is None:
             if self.load_error:
                 raise HTTPError(503, "not_ready", f"the model failed to load: {self.load_error}")
-            raise HTTPError(503, "not_ready", "the model is still loading; retry shortly", headers={"Retry-After": "5"})
+            raise HTTPError(
+                503, "not_ready", "the model is still loading; retry shortly", headers={"Retry-After": "5"}
+            )
         try:
-            prep = await asyncio.to_thread(self.prepare, query, texts, instruction, max_tokens, return_reasoning)
+            prep = await asyncio.to_thread(
+                self.prepare, query, texts, instruction, max_tokens, return_reasoning
+            )
         except InputError as exc:
             raise HTTPError(422, "invalid_input", str(exc), field="instruction") from exc
         try:
             job = self.batcher.submit(prep.items, prep.key)
         except QueueFullError as exc:
             raise HTTPError(
-                429, "queue_full", f"{exc}; retry later", headers={"Retry-After": str(self.settings.retry_after_s)}
+                429,
+                "queue_full",
+                f"{exc}; retry later",
+                headers={"Retry-After": str(self.settings.retry_after_s)},
             ) from exc
         except BatcherStoppedError as exc:
             raise HTTPError(503, "shutting_down", str(exc)) from exc
-        watcher = asyncio.ensure_future(_wait_disconnect(request))
+        watcher: asyncio.Future[Any] = asyncio.ensure_future(_wait_disconnect(request))
+        waiting: set[asyncio.Future[Any]] = {job.future, watcher}
         try:
             done, _ = await asyncio.wait(
-                {job.future, watcher}, timeout=self.settings.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
+                waiting,
+                timeout=self.settings.request_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if job.future in done:
                 try:
@@ -244,13 +273,17 @@ class RerankService:
                 except ERankError as exc:
                     raise HTTPError(422, "invalid_input", str(exc)) from exc
                 except Exception as exc:  # noqa: BLE001 - the model failed: say so, keep serving
-                    raise HTTPError(500, "model_error", f"the model failed on this request: {type(exc).__name__}") from exc
+                    raise HTTPError(
+                        500, "model_error", f"the model failed on this request: {type(exc).__name__}"
+                    ) from exc
             else:
                 self.batcher.cancel(job)
                 if watcher in done:
                     raise ClientGone()
                 raise HTTPError(
-                    504, "timeout", f"the request took longer than {self.settings.request_timeout_s:g} s and was dropped"
+                    504,
+                    "timeout",
+                    f"the request took longer than {self.settings.request_timeout_s:g} s and was dropped",
                 )
         finally:
             watcher.cancel()
@@ -312,7 +345,9 @@ def _document_texts(
             field="documents",
         )
     if not documents:
-        raise HTTPError(422, "invalid_input", "documents is empty; send at least one document", field="documents")
+        raise HTTPError(
+            422, "invalid_input", "documents is empty; send at least one document", field="documents"
+        )
     texts: list[str] = []
     for i, d in enumerate(documents):
         field = f"documents[{i}]"
@@ -324,13 +359,18 @@ def _document_texts(
                 values = {**extra, "text": d.text, "content": d.content}
                 missing = [k for k in rank_fields if values.get(k) is None]
                 if missing:
-                    raise HTTPError(422, "invalid_input", f"{field} lacks the rank_fields {missing}", field=field)
+                    raise HTTPError(
+                        422, "invalid_input", f"{field} lacks the rank_fields {missing}", field=field
+                    )
                 text = "\n".join(f"{k}: {values[k]}" for k in rank_fields)
             else:
                 text_value = d.text if d.text is not None else d.content
                 if text_value is None:
                     raise HTTPError(
-                        422, "invalid_input", f"{field} is an object without a 'text' string", field=field + ".text"
+                        422,
+                        "invalid_input",
+                        f"{field} is an object without a 'text' string",
+                        field=field + ".text",
                     )
                 text = text_value
         if not text.strip():
@@ -405,7 +445,9 @@ def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> A
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError) -> Any:
         metrics.errors.labels(exc.kind).inc()
-        return JSONResponse(error_body(exc.kind, exc.message, exc.field), status_code=exc.status, headers=exc.headers)
+        return JSONResponse(
+            error_body(exc.kind, exc.message, exc.field), status_code=exc.status, headers=exc.headers
+        )
 
     @app.exception_handler(ClientGone)
     async def _gone(request: Request, exc: ClientGone) -> Any:
@@ -431,7 +473,9 @@ def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> A
             parts.append(f"{field}: {e.get('msg', 'invalid')}")
         metrics.errors.labels("invalid_input").inc()
         return JSONResponse(
-            error_body("invalid_input", "invalid request: " + "; ".join(parts), fields[0] if fields else None),
+            error_body(
+                "invalid_input", "invalid request: " + "; ".join(parts), fields[0] if fields else None
+            ),
             status_code=422,
         )
 
@@ -528,7 +572,9 @@ def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> A
         warnings: list[str] = []
         top = _top_n(body.top_n, len(texts), warnings)
         started = time.perf_counter()
-        scores, tokens = await service.score(request, query, texts, body.instruction, n_tokens, body.return_reasoning)
+        scores, tokens = await service.score(
+            request, query, texts, body.instruction, n_tokens, body.return_reasoning
+        )
         _record(scores, tokens, request.url.path)
         _truncation_warning([s.truncated for s in scores], n_tokens, warnings)
         ranking = ranking_from_scores([s.score for s in scores])
@@ -629,7 +675,9 @@ class LimitsMiddleware:
             self.metrics.requests.labels(endpoint, str(status[0])).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes | None, tuple[int, str, str] | None]:
+    async def _read_body(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[bytes | None, tuple[int, str, str] | None]:
         limit = self.settings.max_body_bytes
         too_large = (
             413,

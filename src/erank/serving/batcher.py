@@ -131,7 +131,9 @@ class MicroBatcher(Generic[T, R]):
             self._thread = None
 
     # ------------------------------------------------------------------ submit/cancel
-    def submit(self, items: Sequence[T], key: Hashable = None, loop: asyncio.AbstractEventLoop | None = None) -> Job[T, R]:
+    def submit(
+        self, items: Sequence[T], key: Hashable = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> Job[T, R]:
         """Queue ``items``; ``await job.future`` gives their results in order (from a coroutine)."""
         loop = loop or asyncio.get_running_loop()
         job: Job[T, R] = Job(items=items, key=key, loop=loop, future=loop.create_future())

@@ -33,27 +33,45 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     d = ServeSettings()
-    p.add_argument("--model", default=None, help="hub id, model folder or .gguf file (default: the embedded model)")
+    p.add_argument(
+        "--model", default=None, help="hub id, model folder or .gguf file (default: the embedded model)"
+    )
     p.add_argument("--mode", choices=["direct", "reasoning"], default=None, help="ERank mode")
     p.add_argument("--engine", default=None, help=f"engine name (default {d.engine})")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: CUDA when available)")
-    p.add_argument("--batch-tokens", type=int, default=None, help="the engine's token budget per forward pass")
+    p.add_argument(
+        "--batch-tokens", type=int, default=None, help="the engine's token budget per forward pass"
+    )
     p.add_argument("--served-model-name", default=None, help="the name /v1/models and responses report")
     p.add_argument("--host", default=None, help=f"address to listen on (default {d.host})")
     p.add_argument("--port", type=int, default=None, help=f"port (default {d.port})")
     p.add_argument("--max-documents", type=int, default=None, help=f"413 beyond (default {d.max_documents})")
     p.add_argument(
-        "--max-tokens-per-doc", type=int, default=None, help=f"documents are cut to this (default {d.max_tokens_per_doc})"
-    )
-    p.add_argument("--max-body-bytes", type=int, default=None, help=f"413 beyond (default {d.max_body_bytes})")
-    p.add_argument(
-        "--max-queue", type=int, default=None, help=f"requests waiting or running; 429 beyond (default {d.max_queue})"
-    )
-    p.add_argument(
-        "--max-batch-pairs", type=int, default=None, help=f"pairs per model call (default {d.max_batch_pairs})"
+        "--max-tokens-per-doc",
+        type=int,
+        default=None,
+        help=f"documents are cut to this (default {d.max_tokens_per_doc})",
     )
     p.add_argument(
-        "--max-wait-ms", type=float, default=None, help=f"wait for more pairs before a call (default {d.max_wait_ms})"
+        "--max-body-bytes", type=int, default=None, help=f"413 beyond (default {d.max_body_bytes})"
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=None,
+        help=f"requests waiting or running; 429 beyond (default {d.max_queue})",
+    )
+    p.add_argument(
+        "--max-batch-pairs",
+        type=int,
+        default=None,
+        help=f"pairs per model call (default {d.max_batch_pairs})",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=None,
+        help=f"wait for more pairs before a call (default {d.max_wait_ms})",
     )
     p.add_argument(
         "--no-cross-batching",
@@ -64,7 +82,11 @@ def register(subparsers: Any) -> None:
         help="score one request per model call (for comparison)",
     )
     p.add_argument(
-        "--request-timeout", dest="request_timeout_s", type=float, default=None, help="504 after this many seconds"
+        "--request-timeout",
+        dest="request_timeout_s",
+        type=float,
+        default=None,
+        help="504 after this many seconds",
     )
     p.add_argument("--instruction", default=None, help="default task instruction (name or text)")
     p.add_argument("--log-level", default=None, help="uvicorn log level (default info)")
@@ -109,6 +131,19 @@ def run_server(settings: ServeSettings, reranker: Any = None) -> int:
     uvicorn: Any = require("uvicorn", "serve", "the HTTP server")
     from erank.serving.app import create_app
 
+    if reranker is None:
+        # Load before listening: a model that cannot load is a clear error and exit status 2,
+        # not a server that answers 503 forever.
+        from erank.reranker import Reranker
+
+        logger.info("loading model %s", settings.model or "(embedded default)")
+        reranker = Reranker(
+            settings.model,
+            engine=settings.engine,
+            mode=settings.mode,
+            device=settings.device,
+            batch_tokens=settings.batch_tokens,
+        )
     app = create_app(settings, reranker)
     config = uvicorn.Config(
         app,

@@ -35,7 +35,9 @@ class ServeMetrics:
         self.truncated = prom.Counter(
             "erank_truncated_documents_total", "documents cut to max_tokens_per_doc", registry=r
         )
-        self.prompt_tokens = prom.Counter("erank_prompt_tokens_total", "prompt tokens sent to the model", registry=r)
+        self.prompt_tokens = prom.Counter(
+            "erank_prompt_tokens_total", "prompt tokens sent to the model", registry=r
+        )
         self.generated_tokens = prom.Counter(
             "erank_generated_tokens_total", "tokens generated (reasoning mode)", registry=r
         )

@@ -37,7 +37,9 @@ class CohereRerankRequest(_Common):
 
     model: str | None = Field(None, description="accepted for compatibility; the server runs one model")
     documents: list[str | DocumentObject] = Field(
-        ..., description="strings, or objects with a 'text' field", examples=[["Rust is a language.", "Bread."]]
+        ...,
+        description="strings, or objects with a 'text' field",
+        examples=[["Rust is a language.", "Bread."]],
     )
     top_n: int | None = Field(None, ge=1, description="return only the best top_n (default: all)")
     return_documents: bool = Field(False, description="include each document in its result")
@@ -56,7 +58,9 @@ class TEIRerankRequest(_Common):
     texts: list[str] = Field(..., description="the documents", examples=[["Rust is a language.", "Bread."]])
     raw_scores: bool = Field(False, description="true: ERank's rank_score (0..10); false: scaled to 0..1")
     return_text: bool = Field(False, description="include each text in its result")
-    truncate: bool | None = Field(None, description="accepted; documents are always cut to the server's limit")
+    truncate: bool | None = Field(
+        None, description="accepted; documents are always cut to the server's limit"
+    )
     truncation_direction: str | None = Field(None, description="accepted; only 'Right' is done")
 
 
@@ -64,7 +68,9 @@ class ScoreRequest(_Common):
     """erank ``/score``: every number erank has per document."""
 
     documents: list[str | DocumentObject] = Field(
-        ..., description="strings, or objects with 'text' or 'content'", examples=[["Rust is a language.", "Bread."]]
+        ...,
+        description="strings, or objects with 'text' or 'content'",
+        examples=[["Rust is a language.", "Bread."]],
     )
     top_n: int | None = Field(None, ge=1, description="return only the best top_n (default: all)")
     max_tokens_per_doc: int | None = Field(None, ge=1, description="cut documents to this many tokens")

@@ -175,6 +175,7 @@ class SFTConfig(_Strict):
     save_total_limit: int | None = Field(2, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="validation nDCG@10 every n steps (and at the end)")
     eval: EvalConfig | None = None
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory (long cutoffs)")
     merge: bool = Field(True, description="also save a merged model folder (loadable by Reranker)")
     seed: int = 0
     report_to: list[str] = Field(default_factory=list)

@@ -210,6 +210,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = True) -> dict[str, Any]:
         report_to=cfg.report_to or "none",
         use_cpu=not on_cuda,
         dataloader_num_workers=0,
+        gradient_checkpointing=cfg.gradient_checkpointing,
         disable_tqdm=True,
     )
     peft_config = None

@@ -1,0 +1,108 @@
+"""``erank compare``: the methods comparison table for any model with one command.
+
+.. code-block:: console
+
+    erank compare --data ../shared/data/trec-dl20-passage/BM25/retrieve_results_dl20_top100.json \\
+        --methods erank,erank-0-3,yesno,listwise,first --model M --top-k 20 --queries 10 --out out/
+
+``--set METHOD.ARG=VALUE`` passes a constructor argument to one method (``--set
+rank1.max_new_tokens=64``); ``--queries-for METHOD=N`` runs a slow method on fewer queries.
+A method can be listed twice with different arguments as ``NAME@TAG`` (``setwise@direct`` with
+``--set setwise@direct.mode=direct``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from erank.errors import InputError
+
+__all__ = ["register", "parse_sets", "parse_queries_for"]
+
+
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() == "none":
+        return None
+    return text
+
+
+def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["rank1.max_new_tokens=64"]`` -> ``{"rank1": {"max_new_tokens": 64}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, arg = key.rpartition(".")
+        if not sep or not dot or not method or not arg:
+            raise InputError(f"--set takes METHOD.ARG=VALUE (e.g. rank1.max_new_tokens=64), got {item!r}")
+        out.setdefault(method, {})[arg] = _value(value)
+    return out
+
+
+def parse_queries_for(text: str | None) -> dict[str, int]:
+    """``"rank1=5,pairwise=2"`` -> ``{"rank1": 5, "pairwise": 2}``."""
+    out: dict[str, int] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, n = part.partition("=")
+        if not sep or not n.strip().isdigit() or int(n) <= 0:
+            raise InputError(f"--queries-for takes METHOD=N[,METHOD=N...] with N > 0, got {part!r}")
+        out[name.strip()] = int(n)
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from erank.methods.compare import format_table, run_comparison
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise InputError("--methods is empty; name at least one method (e.g. erank,yesno)")
+    rows = run_comparison(
+        args.data,
+        methods,
+        model=args.model,
+        engine=args.engine,
+        qrels=args.qrels,
+        top_k=args.top_k,
+        queries=args.queries,
+        queries_for=parse_queries_for(args.queries_for),
+        method_kwargs=parse_sets(args.set or []),
+        instruction=args.instruction,
+        truncate_length=args.truncate_length,
+        out_dir=args.out,
+    )
+    sys.stdout.write(json.dumps(rows, indent=2) + "\n" if args.json else format_table(rows))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``erank compare`` to the ``erank`` command line."""
+    p = subparsers.add_parser(
+        "compare",
+        help="compare ranking methods on first-stage candidates (nDCG@10, calls, tokens, time)",
+        description="Rerank the same first-stage candidates with several methods and print the comparison table.",
+    )
+    p.add_argument("--data", required=True, help="rank_llm candidate JSON (retrieve_results_*.json)")
+    p.add_argument("--qrels", default=None, help="TREC qrels (default: a qrels*.txt beside or above --data)")
+    p.add_argument("--methods", default="erank,erank-0-3,yesno,listwise,first", help="comma-separated method names")
+    p.add_argument("--model", default=None, help="model (hub id, folder, .gguf); default: the embedded SmolLM2-135M")
+    p.add_argument("--engine", default="transformers", help="engine name (default transformers)")
+    p.add_argument("--top-k", type=int, default=20, help="candidates reranked per query (default 20)")
+    p.add_argument("--queries", type=int, default=None, help="at most this many judged queries (default all)")
+    p.add_argument("--queries-for", default=None, help="per-method query caps, e.g. rank1=5,pairwise=2")
+    p.add_argument("--set", action="append", metavar="METHOD.ARG=VALUE", help="a method argument (repeatable)")
+    p.add_argument("--instruction", default="trec-dl", help="instruction name or text (default trec-dl)")
+    p.add_argument("--truncate-length", type=int, default=2048, help="tokens kept per document and query")
+    p.add_argument("--out", default=None, help="folder for runs, rows.json and table.md")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    p.set_defaults(func=_run)
