@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 ERANK=${ERANK:-.venv/bin/erank}
 OUT=${OUT:-runs/toy}
-EVAL_QUERIES=${EVAL_QUERIES:-8}
-CANDS=${CANDS:-10}
+EVAL_QUERIES=${EVAL_QUERIES:-6}
+CANDS=${CANDS:-6}
 mkdir -p "$OUT"
 RES="$OUT/e2e-results.jsonl"
 : > "$RES"
@@ -33,7 +33,9 @@ evaluate() {  # name, model
   stage "eval-$1" "$ERANK" train eval "$2" "$OUT/data/eval.jsonl" --max-queries "$EVAL_QUERIES" --candidates "$CANDS" --truncate-length 128
 }
 
-stage data "$ERANK" train data configs/train/toy-data.yaml
+if [ -z "${SKIP_DATA:-}" ] || [ ! -f "$OUT/data/train.jsonl" ]; then
+  stage data "$ERANK" train data configs/train/toy-data.yaml
+fi
 evaluate untrained default
 stage sft "$ERANK" -v train sft configs/train/toy-sft.yaml
 evaluate sft "$OUT/sft/merged"

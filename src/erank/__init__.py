@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from erank.compat import ERank_Transformer
+from erank.compat import ERank_Transformer, ERank_vLLM  # ERank_vLLM imports vllm only when used
 from erank.errors import DataFormatError, ERankError, InputError, MissingExtraError, ModelLoadError
 from erank.reranker import Reranker, load_reranker
 from erank.scoring import hybrid_scores
@@ -24,6 +24,7 @@ __all__ = [
     "RerankResult",
     "Usage",
     "ERank_Transformer",
+    "ERank_vLLM",
     "ERankError",
     "InputError",
     "ModelLoadError",

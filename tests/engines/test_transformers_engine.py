@@ -96,16 +96,21 @@ def test_oom_halves_the_batch(tiny_llama_dir: Path) -> None:
         e._run_with_oom_retry([0], lambda b: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("x")))
 
 
-def test_reasoning_from_shared_prefix_equals_plain(answering_tiny_dir: Path) -> None:
-    plain, shared = _engine(answering_tiny_dir, share_prefix=False), _engine(answering_tiny_dir)
-    docs = ["Rust is a language.", "b", "Green tea is a drink."]
-    a = create_method("erank", plain, mode="reasoning", max_new_tokens=24).rerank("what is rust", docs, "i")
-    b = create_method("erank", shared, mode="reasoning", max_new_tokens=24).rerank("what is rust", docs, "i")
-    assert b.usage.unparsed == 0
-    for sa, sb in zip(a.scores, b.scores, strict=True):
-        assert sb.label == sa.label == 7
-        assert sb.probability == pytest.approx(sa.probability, abs=1e-4)
-        assert sb.generated_tokens == sa.generated_tokens
+def test_reasoning_generation_from_shared_prefix_equals_plain(tiny_qwen3_dir: Path) -> None:
+    """Reasoning-mode requests: greedy tokens and the recorded score log-probabilities are the same
+    whether generation continues from the shared prefix cache or runs from scratch."""
+    plain, shared = _engine(tiny_qwen3_dir, share_prefix=False), _engine(tiny_qwen3_dir)
+    m = create_method("erank", shared, mode="reasoning", max_new_tokens=12)
+    prompts = [shared.tokenizer.encode_prompt(m.build_prompt(QUERY, d, "Judge relevance.")) for d in DOCS]
+    score_ids = m._all_score_ids
+    reqs = [GenerateRequest(p, max_new_tokens=12, stop=["</answer>"], logprob_token_ids=score_ids) for p in prompts]
+    a, b = plain.generate(reqs), shared.generate(reqs)
+    assert shared.stats.prompt_tokens < plain.stats.prompt_tokens
+    for x, y in zip(a, b, strict=True):
+        assert y.token_ids == x.token_ids and y.text == x.text and y.finish_reason == x.finish_reason
+        assert len(y.step_logprobs) == len(y.token_ids) > 0
+        for sx, sy in zip(x.step_logprobs, y.step_logprobs, strict=True):
+            assert sy == pytest.approx(sx, abs=1e-4)
 
 
 def test_generate_stops_and_budget_with_shared_prefix(tiny_qwen3_dir: Path) -> None:

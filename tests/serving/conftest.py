@@ -29,7 +29,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def run_server(app: Any, timeout: float = 60.0) -> Iterator[str]:
+def run_server(app: Any, timeout: float = 60.0, wait_ready: bool = True) -> Iterator[str]:
     """uvicorn on a free loopback port in a thread; yields ``http://127.0.0.1:PORT``; stops gracefully."""
     import uvicorn
 
@@ -44,7 +44,7 @@ def run_server(app: Any, timeout: float = 60.0) -> Iterator[str]:
     while time.monotonic() < deadline:
         if server.started:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/ready", timeout=5).status_code == 200:
+                if httpx.get(base + ("/ready" if wait_ready else "/health"), timeout=5).status_code == 200:
                     break
         time.sleep(0.05)
     else:

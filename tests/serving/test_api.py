@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import time
 
 import httpx
 import pytest
-from tests.serving.conftest import metric_value
+from tests.serving.conftest import metric_value, run_server
+
+from erank.serving import ServeSettings, create_app
 
 DOCS = ["Rust is a systems programming language.", "Bread is baked from flour.", "Cargo builds Rust code."]
 
@@ -205,3 +208,19 @@ def test_server_healthy_after_bad_input_and_metrics_count_it(client: httpx.Clien
     assert metric_value(text, "erank_request_latency_seconds_count", {"endpoint": "/v1/rerank"}) >= 5
     assert "erank_queue_depth 0.0" in text
     assert metric_value(text, "erank_requests_total", {"endpoint": "/v1/rerank", "status": "500"}) == 0
+
+
+def test_model_that_fails_to_load_is_reported_by_ready_not_hidden() -> None:
+    """create_app without a reranker loads the model in the background; a failure shows in /ready."""
+    app = create_app(ServeSettings(model="/nonexistent/model.gguf"))
+    with run_server(app, wait_ready=False) as base:
+        assert httpx.get(base + "/health").status_code == 200
+        for _ in range(100):
+            ready = httpx.get(base + "/ready")
+            if ready.json()["status"] != "loading":
+                break
+            time.sleep(0.05)
+        assert ready.status_code == 503 and ready.json()["status"] == "failed"
+        assert "does not exist" in ready.json()["error"]
+        r = httpx.post(base + "/v1/rerank", json={"query": "q", "documents": ["a"]})
+        assert r.status_code == 503 and "failed to load" in r.json()["message"]

@@ -61,3 +61,58 @@ def write_toy_data(root: Path, style: str = "direct") -> Path:
 @pytest.fixture
 def toy_data(tmp_path: Path) -> Path:
     return write_toy_data(tmp_path / "data")
+
+
+@pytest.fixture
+def make_toy_data():  # noqa: ANN201
+    return write_toy_data
+
+
+@pytest.fixture(scope="session")
+def scoring_tiny_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:  # noqa: ANN001
+    """The tiny random Qwen3 trained for a few seconds to answer "1" or "9" after the direct suffix.
+
+    A random model puts ~0.02% of its mass on score tokens, so every GRPO rollout would be
+    unparsable and every advantage 0; this one writes scores, undecided between 1 and 9.
+    """
+    import torch
+
+    from erank.training.data import PromptBuilder
+
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(3)
+    model = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=len(tiny_tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=8192,
+            eos_token_id=tiny_tokenizer.eos_token_id,
+            pad_token_id=tiny_tokenizer.pad_token_id,
+            tie_word_embeddings=True,
+        )
+    ).train()
+    pb = PromptBuilder(tiny_tokenizer, "direct", 64)
+    from erank.prompts import resolve_instruction
+
+    pairs = []
+    for q, docs in QUERIES.values():
+        for d in docs:
+            for target in ("1</answer>", "9</answer>"):
+                pairs.append(pb.encode(pb.prompt(q, d, resolve_instruction("beir")), target))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(60):
+        p, c = pairs[step % len(pairs)]
+        loss = model(input_ids=torch.tensor([p + c]), labels=torch.tensor([[-100] * len(p) + c])).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("tiny-scoring")
+    model.eval().save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path

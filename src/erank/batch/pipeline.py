@@ -60,6 +60,8 @@ MANIFEST = "manifest.json"
 #: Settings that change the scores: a rerun must use the same ones.
 _SCORING_KEYS = ("model", "engine", "method", "mode", "instruction", "truncate_length", "num_shards", "method_kwargs")
 _RAW_LIMIT = 1000
+#: CPUs Ray accounts to the light read/parse tasks, so they still fit beside whole-CPU scorer actors.
+_LIGHT_CPUS = 0.25
 
 
 @dataclass
@@ -703,13 +705,17 @@ def _run_pipeline(
     ctx.enable_progress_bars = cfg.show_progress_bars
     paths = [str(f) for f in files]
     if fmt == "jsonl":
-        ds = ray.data.read_datasource(_jsonl_datasource(paths))
+        ds = ray.data.read_datasource(_jsonl_datasource(paths), num_cpus=_LIGHT_CPUS)
         norm = _normalise_jsonl
     else:
-        ds = ray.data.read_parquet(paths, include_paths=True)
+        ds = ray.data.read_parquet(paths, include_paths=True, num_cpus=_LIGHT_CPUS)
         norm = _normalise_parquet
     ds = ds.map_batches(
-        norm, batch_format="pyarrow", fn_kwargs={"num_shards": num_shards, "done": done}, zero_copy_batch=False
+        norm,
+        batch_format="pyarrow",
+        fn_kwargs={"num_shards": num_shards, "done": done},
+        zero_copy_batch=False,
+        num_cpus=_LIGHT_CPUS,
     )
     settings = {
         "model": cfg.model,
@@ -724,11 +730,14 @@ def _run_pipeline(
     remote: dict[str, Any] = {"num_cpus": cfg.cpus_per_worker}
     if cfg.gpus_per_worker:
         remote["num_gpus"] = cfg.gpus_per_worker
-    results = ds.groupby("shard").map_groups(
+    # Few shuffle partitions: each holds whole shards, a few per worker keeps the pool busy, and
+    # Ray's default (200) costs minutes of overhead on a small machine.
+    partitions = max(1, min(num_shards, 4 * cfg.workers))
+    results = ds.groupby("shard", num_partitions=partitions).map_groups(
         ShardScorer,
         batch_format="pyarrow",
         fn_constructor_args=(settings, str(out), cfg.cpus_per_worker),
-        concurrency=cfg.workers,
+        compute=ray.data.ActorPoolStrategy(size=cfg.workers),
         **remote,
     )
     yield from results.iter_rows()

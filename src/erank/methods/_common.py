@@ -237,7 +237,7 @@ def heap_topk(
         top.append(heap[0])
         size -= 1
         heap[0] = heap[size]
-        if size > 1:
+        if size > 1 and len(top) < k:
             sift(0, size)
     chosen = set(top)
     return top + [i for i in order if i not in chosen]

@@ -94,13 +94,19 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--data", required=True, help="rank_llm candidate JSON (retrieve_results_*.json)")
     p.add_argument("--qrels", default=None, help="TREC qrels (default: a qrels*.txt beside or above --data)")
-    p.add_argument("--methods", default="erank,erank-0-3,yesno,listwise,first", help="comma-separated method names")
-    p.add_argument("--model", default=None, help="model (hub id, folder, .gguf); default: the embedded SmolLM2-135M")
+    p.add_argument(
+        "--methods", default="erank,erank-0-3,yesno,listwise,first", help="comma-separated method names"
+    )
+    p.add_argument(
+        "--model", default=None, help="model (hub id, folder, .gguf); default: the embedded SmolLM2-135M"
+    )
     p.add_argument("--engine", default="transformers", help="engine name (default transformers)")
     p.add_argument("--top-k", type=int, default=20, help="candidates reranked per query (default 20)")
     p.add_argument("--queries", type=int, default=None, help="at most this many judged queries (default all)")
     p.add_argument("--queries-for", default=None, help="per-method query caps, e.g. rank1=5,pairwise=2")
-    p.add_argument("--set", action="append", metavar="METHOD.ARG=VALUE", help="a method argument (repeatable)")
+    p.add_argument(
+        "--set", action="append", metavar="METHOD.ARG=VALUE", help="a method argument (repeatable)"
+    )
     p.add_argument("--instruction", default="trec-dl", help="instruction name or text (default trec-dl)")
     p.add_argument("--truncate-length", type=int, default=2048, help="tokens kept per document and query")
     p.add_argument("--out", default=None, help="folder for runs, rows.json and table.md")

@@ -53,7 +53,11 @@ def load_candidates(path: str | Path) -> list[dict[str, Any]]:
                 "qid": qid,
                 "query": entry["query"],
                 "hits": [
-                    {"docid": str(h["docid"]), "content": h.get("content", ""), "score": float(h.get("score", 0.0))}
+                    {
+                        "docid": str(h["docid"]),
+                        "content": h.get("content", ""),
+                        "score": float(h.get("score", 0.0)),
+                    }
                     for h in hits
                 ],
             }
@@ -132,9 +136,10 @@ def run_comparison(
         raise InputError(f"unknown methods {unknown}; available: {', '.join(sorted(METHODS))}")
     if top_k <= 0:
         raise InputError(f"top_k must be positive, got {top_k}")
+    all_cands = load_candidates(data)
     qrels_path = Path(qrels) if qrels else find_qrels(data)
     judged = load_qrels(qrels_path)
-    cands = [c for c in load_candidates(data) if c["qid"] in judged]
+    cands = [c for c in all_cands if c["qid"] in judged]
     if not cands:
         raise InputError(f"no query of {data} is judged in {qrels_path}")
     eng = engine if isinstance(engine, Engine) else create_engine(engine, model)
@@ -147,7 +152,7 @@ def run_comparison(
         kwargs = dict((method_kwargs or {}).get(label, {}))
         method = create_method(name, eng, **kwargs)
         n_q = (queries_for or {}).get(label, queries)
-        subset = cands[: n_q] if n_q else cands
+        subset = cands[:n_q] if n_q else cands
         run: dict[str, dict[str, float]] = {}
         first_stage: dict[str, dict[str, float]] = {}
         totals = {"model_calls": 0, "prompt_tokens": 0, "generated_tokens": 0, "unparsed": 0, "seconds": 0.0}
@@ -156,7 +161,9 @@ def run_comparison(
         for c in subset:
             hits = c["hits"][:top_k]
             docids = [h["docid"] for h in hits]
-            res = method.rerank(c["query"], [h["content"] for h in hits], instruction, truncate_length=truncate_length)
+            res = method.rerank(
+                c["query"], [h["content"] for h in hits], instruction, truncate_length=truncate_length
+            )
             run[c["qid"]] = _rank_run(docids, res.ranking)
             first_stage[c["qid"]] = _rank_run(docids, list(range(len(hits))))
             for key in ("model_calls", "prompt_tokens", "generated_tokens", "unparsed"):
@@ -182,7 +189,13 @@ def run_comparison(
             "wall_seconds": wall,
         }
         rows.append(row)
-        logger.info("%s: nDCG@10 %.4f over %d queries, %.1f s/query", label, row["ndcg@10"], nq, row["seconds_per_query"])
+        logger.info(
+            "%s: nDCG@10 %.4f over %d queries, %.1f s/query",
+            label,
+            row["ndcg@10"],
+            nq,
+            row["seconds_per_query"],
+        )
         if out:
             with open(out / f"{label}.run", "w", encoding="utf-8") as fh:
                 for qid, docs in run.items():

@@ -70,7 +70,11 @@ class ERankMethod(Method):
         self._mode = mode
         self.scale = scale
         self.max_new_tokens = max_new_tokens
-        self.template = load_template(template or _TEMPLATES[scale]) if template is None or "{" not in template else template
+        self.template = (
+            load_template(template or _TEMPLATES[scale])
+            if template is None or "{" not in template
+            else template
+        )
         self.score_tokens = ScoreTokens.from_tokenizer(engine.tokenizer.encode, scale)
         self._all_score_ids = sorted({t for seq in self.score_tokens.sequences for t in seq})
         if scale != 10:
@@ -91,7 +95,12 @@ class ERankMethod(Method):
 
     # ------------------------------------------------------------------ scoring
     def _score(
-        self, query: str, docs: list[Document], instruction: str, truncate_length: int | None, return_reasoning: bool
+        self,
+        query: str,
+        docs: list[Document],
+        instruction: str,
+        truncate_length: int | None,
+        return_reasoning: bool,
     ) -> tuple[list[DocumentScore], Usage]:
         q, _ = self.truncate(query, truncate_length)
         prompts: list[list[int]] = []
@@ -168,7 +177,9 @@ class ERankMethod(Method):
             out.append(self._score_generation(p, g, return_reasoning))
         return out
 
-    def _score_generation(self, prompt: list[int], g: GenerateResult, return_reasoning: bool) -> DocumentScore:
+    def _score_generation(
+        self, prompt: list[int], g: GenerateResult, return_reasoning: bool
+    ) -> DocumentScore:
         label, at = parse_answer(g.text, self.scale)
         reasoning = _reasoning_text(g.text) if return_reasoning else None
         base = DocumentScore(
@@ -192,7 +203,11 @@ class ERankMethod(Method):
         k = _token_index_at(self.engine.tokenizer.decode, g.token_ids, at)
         if k is not None and g.token_ids[k] == seq[0] and k < len(g.step_logprobs):
             first = g.step_logprobs[k]
-            second = g.step_logprobs[k + 1] if k + 1 < len(g.step_logprobs) and g.token_ids[k] == st.branch else None
+            second = (
+                g.step_logprobs[k + 1]
+                if k + 1 < len(g.step_logprobs) and g.token_ids[k] == st.branch
+                else None
+            )
             dist = label_probabilities(st, first, second)
             return dist[label]
         # The digits were merged into another token (or no log-probabilities were recorded):

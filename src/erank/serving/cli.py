@@ -29,8 +29,7 @@ def register(subparsers: Any) -> None:
         "serve",
         help="run the HTTP rerank service (Cohere/Jina, TEI and erank endpoints)",
         description="Run the HTTP rerank service. Options default to ERANK_* environment variables, "
-        "then to the values shown.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "then to the defaults shown.",
     )
     d = ServeSettings()
     p.add_argument(

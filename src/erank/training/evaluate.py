@@ -79,7 +79,7 @@ def evaluate_engine(
             cands = r["candidates"][:candidates]
             if not cands:
                 continue
-            res = method.rerank(r["query"], [c["content"] for c in cands], r["instruction"], truncate_length)
+            res = method.rerank(r["query"], [c["content"] for c in cands], r["instruction"], truncate_length=truncate_length)
             qid = str(r["qid"])
             qrels[qid] = {str(d): int(g) for d, g in r["qrels"].items()}
             n = len(cands)

@@ -238,7 +238,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
         state = _load_checkpoint(pol, opt, ckpt)
         logger.info("resumed from %s (step %d)", ckpt, state["step"])
     total_steps = len(sampler) * cfg.epochs if cfg.max_steps < 0 else cfg.max_steps
-    gen = torch.Generator().manual_seed(cfg.seed + 1000 * state["step"])
+    gen = torch.Generator()
     rparams = cfg.reward.model_dump(exclude={"kind"})
     metrics_file = out / "metrics.jsonl"
     eval_path = _eval_rows(cfg.data)
@@ -255,7 +255,9 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
             with torch.no_grad():
                 old_lp = torch.cat([pol.policy_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)])
                 ref_lp = torch.cat([pol.ref_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)])
-            samples = torch.multinomial(old_lp.exp(), cfg.rollouts, replacement=True, generator=gen)  # (B, G)
+            # one seed per step: a resumed run draws the same rollouts as an uninterrupted one
+            gen.manual_seed(cfg.seed * 1_000_003 + state["step"])
+            samples = torch.multinomial(old_lp.exp().cpu(), cfg.rollouts, replacement=True, generator=gen)  # (B, G)
             ref_label = ref_lp[:, :UNPARSABLE].argmax(-1)
             adv = torch.zeros(len(batch), cfg.rollouts)
             rewards_all = torch.zeros(len(batch), cfg.rollouts)
@@ -277,8 +279,8 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
                 for j, rw in zip(js, rew, strict=True):
                     rewards_all[j] = torch.tensor(rw)
                     adv[j] = torch.tensor(group_advantages(rw))
-            old_sel = old_lp.gather(1, samples)
-            ref_sel = ref_lp.gather(1, samples)
+            old_sel = old_lp.cpu().gather(1, samples)
+            ref_sel = ref_lp.cpu().gather(1, samples)
             # 2. clipped surrogate + k3 KL, gradient accumulated chunk by chunk
             n_roll = len(batch) * cfg.rollouts
             loss_sum = kl_sum = clip_sum = 0.0
@@ -295,9 +297,9 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
                     kl = d.exp() - d - 1.0
                     loss = (-surr + cfg.kl_coef * kl).sum() / n_roll
                     loss.backward()
-                    loss_sum += float(loss)
-                    kl_sum += float(kl.sum())
-                    clip_sum += float(((ratio - 1).abs() > cfg.clip).float().sum())
+                    loss_sum += float(loss.detach())
+                    kl_sum += float(kl.detach().sum())
+                    clip_sum += float(((ratio.detach() - 1).abs() > cfg.clip).float().sum())
                 torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
                 opt.step()
             state["step"] += 1

@@ -1,0 +1,51 @@
+"""Rerankers for LangChain and LlamaIndex (optional extras ``langchain`` and ``llamaindex``).
+
+The classes live in :mod:`erank.integrations.langchain` and :mod:`erank.integrations.llamaindex`,
+which import their framework at import time; the factories here import it only when called and
+raise :class:`~erank.errors.MissingExtraError` naming the extra when it is absent.
+
+>>> from erank import Reranker                                                   # doctest: +SKIP
+>>> from erank.integrations import langchain_compressor, llamaindex_postprocessor  # doctest: +SKIP
+>>> compressor = langchain_compressor(Reranker(), top_n=3)                      # doctest: +SKIP
+>>> postprocessor = llamaindex_postprocessor(Reranker(), top_n=3)               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from erank.errors import require
+
+__all__ = ["langchain_compressor", "llamaindex_postprocessor"]
+
+
+def langchain_compressor(reranker: Any = None, *, top_n: int | None = 3, **kwargs: Any) -> Any:
+    """A LangChain ``BaseDocumentCompressor`` that reranks with ``reranker`` (default: a new ``Reranker()``).
+
+    ``kwargs``: ``instruction``, ``truncate_length``, ``score_key`` (see
+    :class:`erank.integrations.langchain.ERankCompressor`).
+    """
+    require("langchain_core", "langchain", "the LangChain integration")
+    from erank.integrations.langchain import ERankCompressor
+
+    return ERankCompressor(reranker=_reranker(reranker), top_n=top_n, **kwargs)
+
+
+def llamaindex_postprocessor(reranker: Any = None, *, top_n: int | None = 3, **kwargs: Any) -> Any:
+    """A LlamaIndex ``BaseNodePostprocessor`` that reranks with ``reranker`` (default: a new ``Reranker()``).
+
+    ``kwargs``: ``instruction``, ``truncate_length``, ``keep_retrieval_score`` (see
+    :class:`erank.integrations.llamaindex.ERankPostprocessor`).
+    """
+    require("llama_index.core", "llamaindex", "the LlamaIndex integration")
+    from erank.integrations.llamaindex import ERankPostprocessor
+
+    return ERankPostprocessor(reranker=_reranker(reranker), top_n=top_n, **kwargs)
+
+
+def _reranker(reranker: Any) -> Any:
+    if reranker is None:
+        from erank.reranker import Reranker
+
+        return Reranker()
+    return reranker

@@ -1,0 +1,197 @@
+"""The experiment runner with real (tiny) models through the public Reranker, the CLI, and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from erank import Reranker
+from erank.datasets import load_collection, read_run
+from erank.errors import InputError
+from erank.evaluation import Experiment, evaluate_reranker, evaluate_run, hybrid_run
+from erank.retrieval import FirstStageReranker, first_stage_run
+from erank.scoring import hybrid_scores
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_reranker(tiny_qwen3_dir):
+    r = Reranker(str(tiny_qwen3_dir), mode="direct")
+    yield r
+    r.close()
+
+
+@pytest.fixture()
+def adi(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("ERANK_CACHE", str(tmp_path / "cache"))
+    return load_collection(shared_data / "adi", beir_rule=False)
+
+
+def test_experiment_table_significance_hybrid_and_outputs(adi, tiny_reranker, tmp_path):
+    exp = Experiment(
+        adi,
+        {"tiny": tiny_reranker},
+        first_stage="bm25",
+        top_k=5,
+        queries=4,
+        alphas=(0.2,),
+        sweep=(0.0, 0.5, 1.0),
+        cache=tmp_path / "scores.sqlite",
+        progress=False,
+    )
+    res = exp.run()
+    assert [s.name for s in res.systems] == ["bm25", "tiny", "tiny+hybrid@0.2"]
+    assert len(res.queries) == 4
+    fs = res.system("bm25")
+    expected = evaluate_run(first_stage_run(adi, "bm25", 5), adi.qrels)  # the first stage row is the plain run
+    for q in res.queries:
+        assert fs.per_query["nDCG@10"][q] == pytest.approx(expected["per_query"]["nDCG@10"][q])
+    tiny = res.system("tiny")
+    assert tiny.latency["pairs"] == 20 and tiny.latency["computed_pairs"] == 20
+    assert tiny.latency["pairs_per_second"] > 0 and tiny.latency["seconds_per_query"] > 0
+    # the run is the reranker's order: scores descending, every candidate kept
+    for q in res.queries:
+        scores = [c.score for c in tiny.run[q]]
+        assert scores == sorted(scores, reverse=True) and len(scores) == 5
+    # hybrid row equals erank.scoring.hybrid_scores on the same scores
+    q0 = res.queries[0]
+    fs_scores = {c.docid: c.score for c in fs.run[q0]}
+    rows = [{"id": c.docid, "first_stage_score": fs_scores[c.docid], "rank_score": c.score} for c in tiny.run[q0]]
+    fused = [r["id"] for r in hybrid_scores(rows, alpha=0.2)]
+    assert [c.docid for c in res.system("tiny+hybrid@0.2").run[q0]] == fused
+    # alpha = 1 is the first stage alone
+    assert res.alpha_sweep["tiny"][1.0] == pytest.approx(fs.aggregate["nDCG@10"])
+    assert set(res.significance) == {"tiny", "tiny+hybrid@0.2"}
+    sig = res.significance["tiny"]["nDCG@10"]
+    assert sig["mean_delta"] == pytest.approx(tiny.aggregate["nDCG@10"] - fs.aggregate["nDCG@10"])
+    out = res.write(tmp_path / "out")
+    assert {p.name for p in (out / "runs").iterdir()} == {"bm25.run", "tiny.run", "tiny_hybrid@0.2.run"}
+    assert [c.docid for c in read_run(out / "runs" / "tiny.run")[q0]] == [c.docid for c in tiny.run[q0]]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["systems"]["tiny"]["nDCG@10"] == pytest.approx(tiny.aggregate["nDCG@10"])
+    report = (out / "report.md").read_text()
+    assert "| system | nDCG@10 |" in report and "| tiny |" in report and "alpha sweep" in report
+    assert (out / "plots" / "delta_tiny.png").stat().st_size > 1000
+    assert (out / "plots" / "alpha_sweep.png").stat().st_size > 1000
+    assert len((out / "per_query.tsv").read_text().splitlines()) == 1 + 3 * 4 * 4
+
+
+def test_second_run_reads_every_score_from_the_cache(adi, tiny_reranker, tmp_path):
+    kw = dict(first_stage="bm25", top_k=4, queries=3, alphas=(), sweep=(), cache=tmp_path / "s.sqlite", progress=False)
+    a = Experiment(adi, {"tiny": tiny_reranker}, **kw).run().system("tiny")
+    b = Experiment(adi, {"tiny": tiny_reranker}, **kw).run().system("tiny")
+    assert a.latency["computed_pairs"] == 12 and b.latency["computed_pairs"] == 0 and b.latency["cached_pairs"] == 12
+    assert {q: [(c.docid, c.score) for c in v] for q, v in a.run.items()} == {
+        q: [(c.docid, c.score) for c in v] for q, v in b.run.items()
+    }
+    # another instruction is another cache key: recomputed
+    c = Experiment(adi, {"tiny": tiny_reranker}, instruction="msmarco-other text", **kw).run().system("tiny")
+    assert c.latency["computed_pairs"] == 12
+
+
+def test_evaluate_reranker_and_first_stage_as_a_reranker(adi, tmp_path):
+    row = evaluate_reranker(adi, FirstStageReranker(), first_stage="bm25", top_k=10)
+    plain = evaluate_run(first_stage_run(adi, "bm25", 10), adi.qrels)
+    assert row.aggregate == pytest.approx(plain["aggregate"])
+
+
+def test_experiment_bad_arguments(adi, tiny_reranker):
+    with pytest.raises(InputError, match="top_k must be a positive integer"):
+        Experiment(adi, {"t": tiny_reranker}, top_k=0)
+    with pytest.raises(InputError, match="alpha must be between 0 and 1"):
+        Experiment(adi, {"t": tiny_reranker}, alphas=(1.5,))
+    with pytest.raises(InputError, match="named like the first stage"):
+        Experiment(adi, {"bm25": tiny_reranker}, first_stage="bm25")
+    with pytest.raises(InputError, match="no judged query"):
+        Experiment(adi, {"t": tiny_reranker}, first_stage={"nope": []}, progress=False).run()
+
+
+def test_hybrid_run_alpha_one_is_first_stage_order(adi):
+    first = first_stage_run(adi, "bm25", 5)
+    reversed_run = {q: [type(c)(c.docid, float(i)) for i, c in enumerate(cs)] for q, cs in first.items()}
+    h = hybrid_run(first, reversed_run, 1.0)
+    assert all([c.docid for c in h[q]] == [c.docid for c in first[q]] for q in first if len(first[q]) > 1)
+
+
+def _cli(args, env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "erank.cli", "eval", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(str(db), timeout=5) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_cli_killed_part_way_resumes_without_recomputing(shared_data, tiny_qwen3_dir, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ERANK_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO / "src")}
+    out = tmp_path / "run"
+    args = ["--data", str(shared_data / "adi"), "--model", str(tiny_qwen3_dir), "--mode", "direct"]
+    args += ["--top-k", "8", "--queries", "12", "--chunk-size", "2", "--no-plots", "--out", str(out)]
+    proc = _cli(args, env)
+    db = out / "scores.sqlite"
+    deadline = time.time() + 240
+    while _rows(db) < 10 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed: " + proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = _rows(db)
+    assert 10 <= done_before < 96 and not (out / "metrics.json").exists()
+    proc = _cli(args, env)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    lat = m["systems"][next(k for k in m["systems"] if k.endswith("direct"))]["latency"]
+    assert lat["cached_pairs"] == done_before  # nothing that finished was recomputed
+    assert lat["computed_pairs"] == 96 - done_before
+    resumed = (out / "runs").glob("*.run")
+    resumed_runs = {p.name: p.read_text() for p in resumed}
+    # an uninterrupted run elsewhere gives identical run files
+    fresh = tmp_path / "fresh"
+    proc = _cli([*args[:-1], str(fresh)], env)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert {p.name: p.read_text() for p in (fresh / "runs").glob("*.run")} == resumed_runs
+    assert "| system | nDCG@10 |" in stdout
+
+
+def test_cli_bad_data_path_is_a_clear_error(tmp_path):
+    from erank.cli import main
+
+    assert main(["eval", "--data", str(tmp_path / "missing"), "--first-stage-only", "--out", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.slow
+def test_default_model_reranks_dl20_through_the_harness(shared_data, tmp_path):
+    """The real embedded SmolLM2-135M in direct mode on 2 DL20 queries x 3 BM25 candidates."""
+    coll = load_collection(shared_data / "trec-dl20-passage")
+    reranker = Reranker()
+    try:
+        row = evaluate_reranker(coll, reranker, first_stage="BM25", top_k=3, queries=2, cache=tmp_path / "s.sqlite")
+    finally:
+        reranker.close()
+    assert row.latency["pairs"] == 6 and row.unparsed == 0
+    assert 0.0 <= row.aggregate["nDCG@10"] <= 1.0
+    for cands in row.run.values():
+        assert len(cands) == 3 and all(c.score >= 0 for c in cands)
