@@ -32,7 +32,9 @@ def main() -> int:
     from erank.evaluation import evaluate_run
     from erank.retrieval import BM25Retriever, DenseRetriever
 
-    print("| collection | first stage | queries | " + " | ".join(METRICS) + " | index build s | cached load s |")
+    print(
+        "| collection | first stage | queries | " + " | ".join(METRICS) + " | index build s | cached load s |"
+    )
     print("|---|---|---|" + "---|" * (len(METRICS) + 2))
     for name in args.collections.split(","):
         coll = load_collection(DATA / name, beir_rule=False)
@@ -59,7 +61,9 @@ def main() -> int:
         for fs in sorted(coll.candidate_files):
             if fs == "REP_LLAMA":
                 continue
-            ev = evaluate_run(load_candidates(coll, fs), coll.qrels, METRICS, relevance_level=coll.relevance_level)
+            ev = evaluate_run(
+                load_candidates(coll, fs), coll.qrels, METRICS, relevance_level=coll.relevance_level
+            )
             cells = " | ".join(f"{ev['aggregate'][m]:.4f}" for m in METRICS)
             print(f"| {name} | shipped {fs} | {ev['queries']} | {cells} | – | – |")
     return 0

@@ -89,7 +89,9 @@ def resolve_model(model: str | os.PathLike[str] | None) -> ModelSpec:
                     f"{path} is a file but not a .gguf model; pass a model folder or a .gguf file"
                 )
             return ModelSpec("gguf", str(path.resolve()), path.name)
-        if not (path / "config.json").exists():
+        # A PEFT adapter folder (adapter_config.json naming its base model) loads through
+        # transformers' PEFT integration like a model folder.
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise ModelLoadError(f"{path} is a folder without config.json: not a transformers model folder")
         return ModelSpec("folder", str(path.resolve()), path.name)
     looks_local = text.lower().endswith(".gguf") or text.startswith((".", "/", "~")) or text.count("/") > 1

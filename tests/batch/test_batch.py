@@ -45,12 +45,17 @@ BAD_ROWS = {
     "invalid unicode": 1,
 }
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_DEDUP_LOGS": "0"}
+#: ``ray start --head`` (Ray >= 2.5x) turns token authentication on and writes the token to
+#: ~/.ray/auth_token; drivers and joining nodes must say they use it.
+CLUSTER_ENV = {**ENV, "RAY_AUTH_MODE": "token"}
 
 
 @pytest.fixture(scope="module")
 def pairs_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """480 DL20 BM25 pairs (40 queries x top 12, passages cut to 300 chars) plus 6 bad rows."""
-    data = json.loads((shared_data / "trec-dl20-passage/BM25/retrieve_results_dl20_top100.json").read_text("utf-8"))
+    data = json.loads(
+        (shared_data / "trec-dl20-passage/BM25/retrieve_results_dl20_top100.json").read_text("utf-8")
+    )
     path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
     lines: list[bytes] = []
     for entry in data[:N_QUERIES]:
@@ -76,13 +81,15 @@ def pairs_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
 
 @pytest.fixture(scope="module")
-def reference(local_ray: None, pairs_file: Path, tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def reference(
+    local_ray: None, pairs_file: Path, tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory
+):
     out = tmp_path_factory.mktemp("ref") / "out"
     cfg = BatchConfig(
         inputs=[pairs_file],
@@ -115,7 +122,9 @@ def _shard_rows(out: Path) -> list[dict]:
     return rows
 
 
-def test_local_ray_scores_every_pair_and_reports_bad_rows(reference, pairs_file: Path, tiny_qwen3_dir: Path) -> None:
+def test_local_ray_scores_every_pair_and_reports_bad_rows(
+    reference, pairs_file: Path, tiny_qwen3_dir: Path
+) -> None:
     out, summary, progress = reference
     assert (summary.pairs, summary.queries, summary.errors) == (N_VALID, N_QUERIES, sum(BAD_ROWS.values()))
     assert progress and progress[-1].pairs == N_VALID  # progress reported per shard
@@ -129,7 +138,9 @@ def test_local_ray_scores_every_pair_and_reports_bad_rows(reference, pairs_file:
     for qid, rs in by_qid.items():
         assert [r[0] for r in rs] == list(range(1, PER_QUERY + 1)), qid
         scores = [r[1] for r in rs]
-        assert all(a > b for a, b in zip(scores, scores[1:], strict=False)), f"scores of {qid} not strictly decreasing"
+        assert all(a > b for a, b in zip(scores, scores[1:], strict=False)), (
+            f"scores of {qid} not strictly decreasing"
+        )
         assert len({r[2] for r in rs}) == PER_QUERY  # no duplicate docid in a query
 
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text("utf-8").splitlines()]
@@ -140,14 +151,20 @@ def test_local_ray_scores_every_pair_and_reports_bad_rows(reference, pairs_file:
 
     # The Parquet shards hold the same rows as the run file, with the model's details.
     shard_rows = _shard_rows(out)
-    assert sorted((r["qid"], r["docid"], r["rank"]) for r in shard_rows) == sorted((q, d, k) for q, d, k, _ in rows)
+    assert sorted((r["qid"], r["docid"], r["rank"]) for r in shard_rows) == sorted(
+        (q, d, k) for q, d, k, _ in rows
+    )
     assert all(r["parsed"] and 0.0 <= r["probability"] <= 1.0 for r in shard_rows)
 
     # The scores are the reranker's own: score one query in this process and compare.
     from erank import Reranker
 
     qid = rows[0][0]
-    src = [json.loads(line) for line in pairs_file.read_bytes().splitlines() if line.startswith(b'{"qid": ' + qid.encode())]
+    src = [
+        json.loads(line)
+        for line in pairs_file.read_bytes().splitlines()
+        if line.startswith(b'{"qid": ' + qid.encode())
+    ]
     src = [r for r in src if str(r.get("qid")) == qid and "docid" in r and r["text"].strip()]
     uniq = {r["docid"]: r for r in src}
     direct = Reranker(str(tiny_qwen3_dir), mode="direct").score(
@@ -180,19 +197,34 @@ def test_rerun_of_a_finished_job_does_nothing_and_changed_settings_are_refused(
     with pytest.raises(InputError, match="other settings"):
         run_batch(BatchConfig(inputs=[pairs_file], output=out, model=str(tiny_qwen3_dir), mode="reasoning"))
     with pytest.raises(InputError, match="8 shards"):
-        run_batch(BatchConfig(inputs=[pairs_file], output=out, model=str(tiny_qwen3_dir), mode="direct", num_shards=3))
+        run_batch(
+            BatchConfig(
+                inputs=[pairs_file], output=out, model=str(tiny_qwen3_dir), mode="direct", num_shards=3
+            )
+        )
 
 
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, pairs_file: Path) -> None:
     cli = [sys.executable, "-m", "erank.cli", "batch"]
-    r = subprocess.run(cli + ["-i", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")], capture_output=True, text=True, env=ENV)
+    r = subprocess.run(
+        cli + ["-i", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(
-        cli + ["-i", str(pairs_file), "-o", str(tmp_path / "o"), "--engine", "nope"], capture_output=True, text=True, env=ENV
+        cli + ["-i", str(pairs_file), "-o", str(tmp_path / "o"), "--engine", "nope"],
+        capture_output=True,
+        text=True,
+        env=ENV,
     )
     assert r.returncode == 2 and "unknown engine 'nope'" in r.stderr
     r = subprocess.run(
-        cli + ["-i", str(pairs_file), "-o", str(tmp_path / "o"), "--workers", "0"], capture_output=True, text=True, env=ENV
+        cli + ["-i", str(pairs_file), "-o", str(tmp_path / "o"), "--workers", "0"],
+        capture_output=True,
+        text=True,
+        env=ENV,
     )
     assert r.returncode == 2 and "--workers must be a positive integer" in r.stderr
     with pytest.raises(InputError, match="unknown format"):
@@ -222,19 +254,30 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(
         "--model", str(tiny_qwen3_dir), "--mode", "direct", "--workers", "1", "--cpus-per-worker", "1",
         "--shards", "32", "--truncate-length", "128",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
             if any(d["pairs"] > 0 for d in _done(out)):
                 break
             time.sleep(0.02)
-        assert proc.poll() is None, "the job ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        assert proc.poll() is None, (
+            "the job ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        )
         os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the driver only
         proc.wait(timeout=30)
     finally:
         _kill_group(proc)  # then whatever of its local Ray is left
-    done_at_kill = _done(out)
+    # Actors already busy may still finish their shard after the driver died (then Ray's own
+    # processes exit); wait until the finished set stops changing.
+    done_at_kill, stable_since = _done(out), time.monotonic()
+    while time.monotonic() - stable_since < 3:
+        time.sleep(0.5)
+        now = _done(out)
+        if len(now) != len(done_at_kill):
+            done_at_kill, stable_since = now, time.monotonic()
     assert 0 < len(done_at_kill) < 32
     assert not (out / "run.trec").exists()
 
@@ -275,14 +318,14 @@ def two_node_cluster(tmp_path: Path) -> Iterator[str]:
             subprocess.Popen(
                 [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                  "--include-dashboard", "false", *common],
-                env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                env=CLUSTER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )
         )  # fmt: skip
         _wait_nodes(address, 1)
         procs.append(
             subprocess.Popen(
                 [ray_bin, "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
-                env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                env=CLUSTER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )
         )  # fmt: skip
         _wait_nodes(address, 2)
@@ -305,7 +348,9 @@ def _wait_nodes(address: str, n: int) -> None:
     deadline = time.monotonic() + 120
     last = ""
     while time.monotonic() < deadline:
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=CLUSTER_ENV, timeout=120
+        )
         last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-500:]
         if last.isdigit() and int(last) >= n:
             return
@@ -313,7 +358,9 @@ def _wait_nodes(address: str, n: int) -> None:
     pytest.fail(f"the loopback Ray cluster did not reach {n} nodes: {last}")
 
 
-def test_two_node_loopback_cluster(two_node_cluster: str, pairs_file: Path, tiny_qwen3_dir: Path, tmp_path: Path, reference) -> None:
+def test_two_node_loopback_cluster(
+    two_node_cluster: str, pairs_file: Path, tiny_qwen3_dir: Path, tmp_path: Path, reference
+) -> None:
     ref_out, _, _ = reference
     out = tmp_path / "out"
     cmd = [
@@ -321,7 +368,7 @@ def test_two_node_loopback_cluster(two_node_cluster: str, pairs_file: Path, tiny
         "--model", str(tiny_qwen3_dir), "--mode", "direct", "--ray-address", two_node_cluster,
         "--workers", "2", "--cpus-per-worker", "1.5", "--shards", "16", "--truncate-length", "128",
     ]  # fmt: skip
-    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=CLUSTER_ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     # 1.5 CPUs per actor on 2-CPU nodes: one actor per node, so both nodes scored shards.

@@ -38,7 +38,9 @@ def test_prefix_groups_mixed_queries_in_one_call(tiny_qwen3_dir: Path) -> None:
     """Two queries' prompts in one call share their common head; a lone prompt takes the plain path."""
     plain, shared = _engine(tiny_qwen3_dir, share_prefix=False), _engine(tiny_qwen3_dir)
     m = create_method("erank", shared, mode="direct")
-    prompts = [m.engine.tokenizer.encode_prompt(m.build_prompt(q, d, "i")) for q in ("rust", "tea") for d in DOCS]
+    prompts = [
+        m.engine.tokenizer.encode_prompt(m.build_prompt(q, d, "i")) for q in ("rust", "tea") for d in DOCS
+    ]
     prompts.append(shared.tokenizer.encode_prompt("a lone prompt that shares nothing"))
     reqs = [LogprobRequest(p, [10, 11, 12], extension=[13]) for p in prompts]
     groups = shared._prefix_groups([r.prompt_ids + r.extension for r in reqs], [2] * len(reqs))
@@ -46,7 +48,8 @@ def test_prefix_groups_mixed_queries_in_one_call(tiny_qwen3_dir: Path) -> None:
     assert len(shared_groups) == 1 and sorted(shared_groups[0][1]) == list(range(8))
     # the shared part stops where the two queries differ
     assert shared_groups[0][0] == min(
-        next(k for k, (x, y) in enumerate(zip(prompts[0], prompts[4], strict=False)) if x != y), len(prompts[0])
+        next(k for k, (x, y) in enumerate(zip(prompts[0], prompts[4], strict=False)) if x != y),
+        len(prompts[0]),
     )
     assert any(p == 0 and len(g) == 1 for p, g in groups)
     out_plain, out_shared = plain.logprobs(reqs), shared.logprobs(reqs)
@@ -103,7 +106,10 @@ def test_reasoning_generation_from_shared_prefix_equals_plain(tiny_qwen3_dir: Pa
     m = create_method("erank", shared, mode="reasoning", max_new_tokens=12)
     prompts = [shared.tokenizer.encode_prompt(m.build_prompt(QUERY, d, "Judge relevance.")) for d in DOCS]
     score_ids = m._all_score_ids
-    reqs = [GenerateRequest(p, max_new_tokens=12, stop=["</answer>"], logprob_token_ids=score_ids) for p in prompts]
+    reqs = [
+        GenerateRequest(p, max_new_tokens=12, stop=["</answer>"], logprob_token_ids=score_ids)
+        for p in prompts
+    ]
     a, b = plain.generate(reqs), shared.generate(reqs)
     assert shared.stats.prompt_tokens < plain.stats.prompt_tokens
     for x, y in zip(a, b, strict=True):
@@ -133,7 +139,9 @@ def test_empty_prompt_is_an_input_error(tiny_qwen3_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_shared_prefix_equals_plain_on_the_default_model(tf_default: TransformersEngine) -> None:
-    plain = TransformersEngine(model_obj=tf_default.model, tokenizer_obj=tf_default.hf_tokenizer, share_prefix=False)
+    plain = TransformersEngine(
+        model_obj=tf_default.model, tokenizer_obj=tf_default.hf_tokenizer, share_prefix=False
+    )
     a = create_method("erank", plain, mode="direct").rerank(QUERY, DOCS[:3])
     b = create_method("erank", tf_default, mode="direct").rerank(QUERY, DOCS[:3])
     assert [s.score for s in b.scores] == pytest.approx([s.score for s in a.scores], abs=1e-4)

@@ -42,7 +42,9 @@ def _fake_vllm(model_dir: Path) -> tuple[types.ModuleType, list[Any]]:
         def get_tokenizer(self) -> Any:
             return real.hf_tokenizer
 
-        def generate(self, inputs: list[dict[str, list[int]]], params: list[Any], use_tqdm: bool = True) -> list[Any]:
+        def generate(
+            self, inputs: list[dict[str, list[int]]], params: list[Any], use_tqdm: bool = True
+        ) -> list[Any]:
             calls.append(("generate", inputs, params))
             outs = []
             for inp, p in zip(inputs, params, strict=True):
@@ -54,8 +56,13 @@ def _fake_vllm(model_dir: Path) -> tuple[types.ModuleType, list[Any]]:
                         token_ids=[tok], text="", finish_reason="length", logprobs=[_lp(lp, p.kw["logprobs"])]
                     )
                 else:
+                    # the random tiny model never writes </answer>: the stand-in stops after 8 tokens
                     g = real.generate(
-                        [GenerateRequest(ids, p.kw["max_tokens"], p.kw["stop"] or [], logprob_token_ids=vocab)]
+                        [
+                            GenerateRequest(
+                                ids, min(8, p.kw["max_tokens"]), p.kw["stop"] or [], logprob_token_ids=vocab
+                            )
+                        ]
                     )[0]
                     o = types.SimpleNamespace(
                         token_ids=g.token_ids,
@@ -84,7 +91,9 @@ def fake_vllm(tiny_qwen3_dir: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any
     return calls
 
 
-def test_direct_mode_requests_and_scores_match_transformers(fake_vllm: list[Any], tiny_qwen3_dir: Path) -> None:
+def test_direct_mode_requests_and_scores_match_transformers(
+    fake_vllm: list[Any], tiny_qwen3_dir: Path
+) -> None:
     from erank import Reranker
 
     vocab_size = 49152

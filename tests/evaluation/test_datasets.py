@@ -36,7 +36,9 @@ from erank.errors import DataFormatError, InputError
         ("trec-dl20-passage", 0, 200, 54, 11386, 2),
     ],
 )
-def test_shared_collections_load_with_readme_counts(shared_data, name, docs, queries, judged, qrels_rows, level):
+def test_shared_collections_load_with_readme_counts(
+    shared_data, name, docs, queries, judged, qrels_rows, level
+):
     c = load_collection(shared_data / name)
     assert len(c.corpus) == docs
     assert len(c.queries) == queries
@@ -56,7 +58,9 @@ def test_cranfield_empty_documents_are_kept_and_counted(shared_data, caplog):
 
 def test_vaswani_trec_sgml_documents_and_topics(shared_data):
     c = load_collection(shared_data / "vaswani")
-    assert c.queries["1"] == "MEASUREMENT OF DIELECTRIC CONSTANT OF LIQUIDS BY THE USE OF MICROWAVE TECHNIQUES"
+    assert (
+        c.queries["1"] == "MEASUREMENT OF DIELECTRIC CONSTANT OF LIQUIDS BY THE USE OF MICROWAVE TECHNIQUES"
+    )
     assert c.corpus["1"].startswith("compact memories have flexible capacities")
     assert c.complete_corpus
 
@@ -114,7 +118,12 @@ def test_duplicate_judgement_with_other_grade_is_an_error(tmp_path):
 
 
 def test_empty_query_text_is_an_error_with_line(tmp_path):
-    _beir(tmp_path, [{"_id": "d1", "text": "a"}], [{"_id": "q1", "text": "x"}, {"_id": "q2", "text": "  "}], "q1\td1\t1\n")
+    _beir(
+        tmp_path,
+        [{"_id": "d1", "text": "a"}],
+        [{"_id": "q1", "text": "x"}, {"_id": "q2", "text": "  "}],
+        "q1\td1\t1\n",
+    )
     with pytest.raises(DataFormatError, match=r"queries.jsonl:2: query 'q2' has empty text"):
         load_collection(tmp_path)
 
@@ -168,7 +177,9 @@ def test_write_run_makes_ties_strictly_decreasing_and_round_trips(tmp_path):
 
 def test_trec_docs_and_sgml_topics(tmp_path):
     d = tmp_path / "docs.trec"
-    d.write_text("<DOC>\n<DOCNO> X1 </DOCNO>\n<TEXT>hello <b>world</b></TEXT>\n</DOC>\n<DOC><DOCNO>X2</DOCNO></DOC>\n")
+    d.write_text(
+        "<DOC>\n<DOCNO> X1 </DOCNO>\n<TEXT>hello <b>world</b></TEXT>\n</DOC>\n<DOC><DOCNO>X2</DOCNO></DOC>\n"
+    )
     docs = read_trec_docs(d)
     assert docs == {"X1": "hello world", "X2": ""}
     t = tmp_path / "topics.txt"
@@ -187,8 +198,10 @@ def test_rankllm_json_round_trip_and_errors(tmp_path):
     queries, run = read_rankllm_candidates(p)
     assert queries == {"7": "q text"}
     assert [(c.docid, c.text) for c in run["7"]] == [("d2", "two"), ("d1", "one")]
-    p.write_text('[{"query": "q", "hits": [{"qid": 1, "docid": "a", "content": "x", "rank": 1, "score": 1}, '
-                 '{"qid": 1, "docid": "a", "content": "y", "rank": 2, "score": 0}]}]')
+    p.write_text(
+        '[{"query": "q", "hits": [{"qid": 1, "docid": "a", "content": "x", "rank": 1, "score": 1}, '
+        '{"qid": 1, "docid": "a", "content": "y", "rank": 2, "score": 0}]}]'
+    )
     with pytest.raises(DataFormatError, match="appears twice"):
         read_rankllm_candidates(p)
     p.write_text("{not json")
@@ -203,7 +216,9 @@ def test_bright_layout_with_excluded_ids(tmp_path):
         "".join(json.dumps({"id": f"d{i}", "content": f"text {i}"}) + "\n" for i in range(4))
     )
     (folder / "examples.jsonl").write_text(
-        json.dumps({"id": "0", "query": "why do cells divide", "gold_ids": ["d1"], "excluded_ids": ["d3", "N/A"]})
+        json.dumps(
+            {"id": "0", "query": "why do cells divide", "gold_ids": ["d1"], "excluded_ids": ["d3", "N/A"]}
+        )
         + "\n"
     )
     c = load_collection(folder)
@@ -222,12 +237,21 @@ def test_followir_layout_has_both_instructions_and_qrels(tmp_path):
         "".join(json.dumps({"_id": f"d{i}", "title": "", "text": f"doc {i}"}) + "\n" for i in range(3))
     )
     (tmp_path / "queries.jsonl").write_text(
-        json.dumps({"_id": "q1", "text": "oil spills", "instruction_og": "Any spill.", "instruction_changed": "Only 2010."})
+        json.dumps(
+            {
+                "_id": "q1",
+                "text": "oil spills",
+                "instruction_og": "Any spill.",
+                "instruction_changed": "Only 2010.",
+            }
+        )
         + "\n"
     )
     (tmp_path / "qrels" / "og.tsv").write_text("q1\td0\t1\nq1\td1\t1\n")
     (tmp_path / "qrels" / "changed.tsv").write_text("q1\td0\t1\nq1\td1\t0\n")
-    (tmp_path / "top_ranked.jsonl").write_text(json.dumps({"qid": "q1", "doc_ids": ["d1", "d0", "d2"]}) + "\n")
+    (tmp_path / "top_ranked.jsonl").write_text(
+        json.dumps({"qid": "q1", "doc_ids": ["d1", "d0", "d2"]}) + "\n"
+    )
     c = load_collection(tmp_path)
     assert c.queries["q1"] == "oil spills Any spill." and c.changed is not None
     assert c.changed.queries["q1"] == "oil spills Only 2010."

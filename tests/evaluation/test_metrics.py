@@ -6,9 +6,9 @@ import pytest
 import pytrec_eval
 
 from erank.datasets import Candidate, load_candidates, load_collection
+from erank.errors import InputError
 from erank.evaluation import apply_protocol, evaluate_run, p_mrr, p_mrr_per_query, paired_tests
 from erank.evaluation.metrics import run_to_dict
-from erank.errors import InputError
 from erank.retrieval import first_stage_run
 
 # our name -> (pytrec_eval measure, its key, cutoff applied to the run before pytrec_eval)

@@ -6,7 +6,13 @@ import pytest
 
 from erank.datasets import load_collection
 from erank.errors import InputError
-from erank.retrieval import BM25Retriever, DenseRetriever, FirstStageReranker, default_dense_model_path, first_stage_run
+from erank.retrieval import (
+    BM25Retriever,
+    DenseRetriever,
+    FirstStageReranker,
+    default_dense_model_path,
+    first_stage_run,
+)
 
 CORPUS = {
     "d1": "The cat sat on the mat in the sun.",
@@ -50,7 +56,9 @@ def test_dense_default_model_from_package_and_embedding_cache(tmp_path, monkeypa
     assert top["q"][0].score >= top["q"][1].score
     again = DenseRetriever(CORPUS)
     assert again.loaded_from_cache
-    assert [c.docid for c in again.retrieve({"q": "kitten on a rug"}, k=2)["q"]] == [c.docid for c in top["q"]]
+    assert [c.docid for c in again.retrieve({"q": "kitten on a rug"}, k=2)["q"]] == [
+        c.docid for c in top["q"]
+    ]
 
 
 def test_first_stage_run_on_dl20_uses_the_shipped_bm25_list(shared_data):

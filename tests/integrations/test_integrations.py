@@ -66,7 +66,9 @@ def test_langchain_compressor_alone_and_async(reranker: Reranker, reference: dic
 
 
 def test_langchain_contextual_compression_retriever(reranker: Reranker, reference: dict[str, float]) -> None:
-    pytest.importorskip("langchain_classic", reason="ContextualCompressionRetriever lives in langchain-classic")
+    pytest.importorskip(
+        "langchain_classic", reason="ContextualCompressionRetriever lives in langchain-classic"
+    )
     from langchain_classic.retrievers import ContextualCompressionRetriever
     from langchain_core.embeddings import DeterministicFakeEmbedding
     from langchain_core.vectorstores import InMemoryVectorStore
@@ -81,7 +83,9 @@ def test_langchain_contextual_compression_retriever(reranker: Reranker, referenc
     got = retriever.invoke(QUERY)
     best_two = sorted(TEXTS, key=lambda t: -reference[t])[:2]
     assert [d.page_content for d in got] == best_two
-    assert [d.metadata["relevance_score"] for d in got] == pytest.approx([reference[t] for t in best_two], abs=1e-6)
+    assert [d.metadata["relevance_score"] for d in got] == pytest.approx(
+        [reference[t] for t in best_two], abs=1e-6
+    )
 
 
 def test_llamaindex_postprocessor_in_a_vector_index(reranker: Reranker, reference: dict[str, float]) -> None:

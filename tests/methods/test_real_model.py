@@ -32,30 +32,29 @@ def _check(result, n=len(DOCS)):
 
 def test_yesno_with_the_default_model_prefers_the_answering_passage(default_reranker):
     rows = default_reranker.rerank(QUERY, DOCS)
-    assert [r["content"] for r in rows][-1] != DOCS[0]
-    res = default_reranker.score(QUERY, DOCS)
-    _check(res)
-    assert res.scores[0].score > res.scores[1].score  # Paris above bananas (greedy, deterministic)
-    assert res.usage.model_calls == 3 and res.usage.generated_tokens == 0
+    score = {r["content"]: r["rank_score"] for r in rows}
+    assert sorted(score) == sorted(DOCS)
+    assert score[DOCS[0]] > score[DOCS[1]]  # Paris above bananas (greedy, deterministic)
+    assert all(0.0 < v < 1.0 for v in score.values())
 
 
 @pytest.mark.parametrize(
     "name,kwargs,calls",
     [
-        ("erank-0-3", {}, 3),
+        ("erank-0-3", {}, 2),
         ("first", {}, 1),
-        ("pairwise", {"top_k": 1}, 4),
-        ("pairwise-allpairs", {}, 6),
+        ("pairwise", {"top_k": 1}, 2),
+        ("pairwise-allpairs", {}, 2),
         ("setwise", {"mode": "direct", "top_k": 1}, 1),
     ],
 )
 def test_single_pass_methods_end_to_end(default_reranker, name, kwargs, calls):
     r = Reranker(engine=default_reranker.engine, method=name, **kwargs)
-    res = r.score(QUERY, DOCS)
-    _check(res)
+    docs = DOCS if name in ("first", "setwise") else DOCS[:2]
+    res = r.score(QUERY, [{"content": d, "id": str(i)} for i, d in enumerate(docs)])
+    _check(res, len(docs))
     assert res.method == name and res.usage.model_calls == calls and res.usage.generated_tokens == 0
-    rows = r.rerank(QUERY, [{"content": d, "id": str(i)} for i, d in enumerate(DOCS)])
-    assert [row["id"] for row in rows] == [str(i) for i in res.ranking]
+    assert [row["id"] for row in res.as_dicts()] == [str(i) for i in res.ranking]
 
 
 def test_listwise_generates_and_parses_a_permutation(default_reranker):
@@ -69,23 +68,23 @@ def test_listwise_generates_and_parses_a_permutation(default_reranker):
 
 
 def test_rank1_reasons_then_answers_true_or_false(default_reranker):
-    r = Reranker(engine=default_reranker.engine, method="rank1", max_new_tokens=8)
-    res = r.score(QUERY, DOCS, return_reasoning=True)
-    _check(res)
-    assert res.usage.model_calls == 6
+    r = Reranker(engine=default_reranker.engine, method="rank1", max_new_tokens=6)
+    res = r.score(QUERY, DOCS[:2], return_reasoning=True)
+    _check(res, 2)
+    assert res.usage.model_calls == 4
     assert all(0.0 <= s.score <= 1.0 and s.reasoning is not None for s in res.scores)
-    assert 0 < res.usage.generated_tokens <= 24
+    assert 0 < res.usage.generated_tokens <= 12
     forced = r.method.last_counters["forced_answers"]
     assert forced == sum(1 for s in res.scores if "</think>" not in (s.output or ""))
 
 
 def test_setwise_reasoning_and_groupwise_generate(default_reranker):
-    s = Reranker(engine=default_reranker.engine, method="setwise", top_k=1, max_new_tokens=8)
+    s = Reranker(engine=default_reranker.engine, method="setwise", top_k=1, max_new_tokens=6)
     res = s.score(QUERY, DOCS)
     _check(res)
     c = s.method.last_counters
     assert c["choices"] == 1 and res.usage.model_calls == 1 + c["forced_choices"]
-    g = Reranker(engine=default_reranker.engine, method="groupwise", max_new_tokens=24)
+    g = Reranker(engine=default_reranker.engine, method="groupwise", max_new_tokens=16)
     res = g.score(QUERY, DOCS, return_reasoning=True)
     _check(res)
     assert res.usage.model_calls == 1 and res.scores[0].output

@@ -1,6 +1,6 @@
 """``erank batch``: rerank a file of (query, document) pairs on Ray, resumably.
 
-    erank batch --input pairs.jsonl --output out/ --model Alibaba-NLP/ERank-4B --workers 4 --gpus-per-worker 1
+erank batch --input pairs.jsonl --output out/ --model Alibaba-NLP/ERank-4B --workers 4 --gpus-per-worker 1
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ def register(sub: Any) -> None:
         help="JSONL or Parquet file (or folder of them) with qid, query, docid, text and optional "
         "first_stage_score; repeat for several",
     )
-    p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (also the resume state)")
-    p.add_argument("--model", "-m", default=None, help="hub id, model folder or .gguf; default the embedded SmolLM2-135M")
+    p.add_argument(
+        "--output", "-o", required=True, metavar="DIR", help="output folder (also the resume state)"
+    )
+    p.add_argument(
+        "--model", "-m", default=None, help="hub id, model folder or .gguf; default the embedded SmolLM2-135M"
+    )
     p.add_argument("--engine", default="transformers", help="engine in each worker (transformers, vllm, ...)")
     p.add_argument("--method", default="erank", help="ranking method")
     p.add_argument(
@@ -47,11 +51,24 @@ def register(sub: Any) -> None:
     p.add_argument("--truncate-length", type=int, default=2048, help="cut query and documents to N tokens")
     p.add_argument("--batch-tokens", type=int, default=None, help="engine batch size in tokens")
     p.add_argument("--max-new-tokens", type=int, default=None, help="reasoning budget (reasoning mode)")
-    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (ray start --head prints it); default a local Ray")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="an existing Ray cluster (ray start --head prints it); default a local Ray",
+    )
     p.add_argument("--workers", type=int, default=1, help="reranker actors (each loads the model once)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (1 for one worker per GPU)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per actor (also its torch threads)")
-    p.add_argument("--shards", type=int, default=None, help="number of qid shards (fixed at the first run); default from input size")
+    p.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (1 for one worker per GPU)"
+    )
+    p.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs per actor (also its torch threads)"
+    )
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="number of qid shards (fixed at the first run); default from input size",
+    )
     p.add_argument("--run-tag", default="erank", help="tag in the last column of the TREC run")
     p.add_argument("--progress-bars", action="store_true", help="also show Ray Data's progress bars")
     p.set_defaults(func=run)
@@ -97,6 +114,15 @@ def run(args: argparse.Namespace) -> int:
         f"erank batch: {summary.pairs} pairs of {summary.queries} queries scored, {summary.errors} rows in "
         f"{summary.errors_file}; run file {summary.run_file} ({summary.shards_skipped} shards were already done)\n"
     )
-    sys.stdout.write(json.dumps({"pairs": summary.pairs, "queries": summary.queries, "errors": summary.errors,
-                                 "output": summary.output}) + "\n")
+    sys.stdout.write(
+        json.dumps(
+            {
+                "pairs": summary.pairs,
+                "queries": summary.queries,
+                "errors": summary.errors,
+                "output": summary.output,
+            }
+        )
+        + "\n"
+    )
     return 0

@@ -58,7 +58,16 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 MANIFEST = "manifest.json"
 #: Settings that change the scores: a rerun must use the same ones.
-_SCORING_KEYS = ("model", "engine", "method", "mode", "instruction", "truncate_length", "num_shards", "method_kwargs")
+_SCORING_KEYS = (
+    "model",
+    "engine",
+    "method",
+    "mode",
+    "instruction",
+    "truncate_length",
+    "num_shards",
+    "method_kwargs",
+)
 _RAW_LIMIT = 1000
 #: CPUs Ray accounts to the light read/parse tasks, so they still fit beside whole-CPU scorer actors.
 _LIGHT_CPUS = 0.25
@@ -153,7 +162,9 @@ def plan_inputs(inputs: Sequence[str | os.PathLike[str]]) -> tuple[str, list[Pat
         p = Path(item).expanduser()
         if p.is_dir():
             found = sorted(
-                q for q in p.iterdir() if q.is_file() and q.name.lower().endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES)
+                q
+                for q in p.iterdir()
+                if q.is_file() and q.name.lower().endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES)
             )
             if not found:
                 raise InputError(f"input folder {p} has no .jsonl or .parquet files")
@@ -312,7 +323,9 @@ def _raw_repr(obj: Any, raw: bytes | None) -> str:
     return s[:_RAW_LIMIT]
 
 
-def _normal_rows(items: Iterator[tuple[Any, bytes | None, str]], num_shards: int, done: frozenset[int]) -> Any:
+def _normal_rows(
+    items: Iterator[tuple[Any, bytes | None, str]], num_shards: int, done: frozenset[int]
+) -> Any:
     """(obj or None, raw bytes or None, source) -> the normalised table (rows of done shards dropped)."""
     import pyarrow as pa
 
@@ -330,13 +343,27 @@ def _normal_rows(items: Iterator[tuple[Any, bytes | None, str]], num_shards: int
             # Keep an invalid row with its query when the qid is readable, so the error lands in
             # that query's shard; otherwise a shard from its bytes (stable too).
             qid = None
-            if isinstance(obj, dict) and isinstance(obj.get("qid"), (str, int)) and not isinstance(obj["qid"], bool):
+            if (
+                isinstance(obj, dict)
+                and isinstance(obj.get("qid"), (str, int))
+                and not isinstance(obj["qid"], bool)
+            ):
                 qid = str(obj["qid"]).strip() or None
             rep = _raw_repr(obj, raw)
             key = qid if qid is not None else f"\0{source}\0{rep}"
             shard = shard_of(key, num_shards)
             docid = obj.get("docid") if isinstance(obj, dict) else None
-            row = (shard, qid, None, None if docid is None else str(docid)[:200], None, None, err, source, rep)
+            row = (
+                shard,
+                qid,
+                None,
+                None if docid is None else str(docid)[:200],
+                None,
+                None,
+                err,
+                source,
+                rep,
+            )
         if row[0] in done:
             continue
         for c, v in zip(_NORMAL_COLUMNS, row, strict=True):
@@ -383,10 +410,14 @@ def _jsonl_datasource(paths: list[str]) -> Any:
                 numbers.append(n)
                 raws.append(line.rstrip(b"\r"))
                 if len(raws) >= chunk:
-                    yield pa.table({"path": [path] * len(raws), "line": numbers, "raw": pa.array(raws, pa.binary())})
+                    yield pa.table(
+                        {"path": [path] * len(raws), "line": numbers, "raw": pa.array(raws, pa.binary())}
+                    )
                     numbers, raws = [], []
             if raws:
-                yield pa.table({"path": [path] * len(raws), "line": numbers, "raw": pa.array(raws, pa.binary())})
+                yield pa.table(
+                    {"path": [path] * len(raws), "line": numbers, "raw": pa.array(raws, pa.binary())}
+                )
 
     return JsonLinesBytes(paths)
 
@@ -410,7 +441,11 @@ class ShardScorer:
         if settings.get("batch_tokens"):
             kwargs["batch_tokens"] = settings["batch_tokens"]
         self.reranker = Reranker(
-            settings["model"], engine=settings["engine"], method=settings["method"], mode=settings["mode"], **kwargs
+            settings["model"],
+            engine=settings["engine"],
+            method=settings["method"],
+            mode=settings["mode"],
+            **kwargs,
         )
         try:
             import ray
@@ -438,9 +473,13 @@ class ShardScorer:
             keep, seen = [], set()
             for r in rs:
                 if r["query"] != query:
-                    errors.append({**r, "error": f"qid {qid} has another query text in other rows ({query[:60]!r})"})
+                    errors.append(
+                        {**r, "error": f"qid {qid} has another query text in other rows ({query[:60]!r})"}
+                    )
                 elif r["docid"] in seen:
-                    errors.append({**r, "error": f"duplicate (qid, docid) = ({qid}, {r['docid']}); kept the first"})
+                    errors.append(
+                        {**r, "error": f"duplicate (qid, docid) = ({qid}, {r['docid']}); kept the first"}
+                    )
                 else:
                     seen.add(r["docid"])
                     keep.append(r)
@@ -455,7 +494,9 @@ class ShardScorer:
             queries += 1
             order = sorted(
                 range(len(keep)),
-                key=lambda i: order_key(result.scores[i].score, keep[i]["first_stage_score"], keep[i]["docid"]),
+                key=lambda i: order_key(
+                    result.scores[i].score, keep[i]["first_stage_score"], keep[i]["docid"]
+                ),
             )
             trec = strictly_decreasing([result.scores[i].score for i in order])
             for rank, (i, ts) in enumerate(zip(order, trec, strict=True), start=1):
@@ -491,9 +532,9 @@ class ShardScorer:
                     "docid": r["docid"],
                     "reason": r["error"],
                     "row": r["raw"]
-                    or json.dumps({"qid": r["qid"], "query": r["query"], "docid": r["docid"], "text": r["text"]})[
-                        :_RAW_LIMIT
-                    ],
+                    or json.dumps(
+                        {"qid": r["qid"], "query": r["query"], "docid": r["docid"], "text": r["text"]}
+                    )[:_RAW_LIMIT],
                 },
                 ensure_ascii=False,
             )
@@ -637,11 +678,15 @@ def run_batch(cfg: BatchConfig, progress: Callable[[BatchProgress], None] | None
                 except (ConnectionError, RuntimeError, ValueError) as exc:
                     raise InputError(
                         f"could not connect to the Ray cluster at {cfg.ray_address}: {exc}; "
-                        "check the address (ray status shows it) or leave out --ray-address for a local Ray"
+                        "check the address (ray status shows it), set RAY_AUTH_MODE=token if the cluster "
+                        "uses token authentication, or leave out --ray-address for a local Ray"
                     ) from None
             else:
                 need = cfg.workers * max(cfg.cpus_per_worker, 0) + 1
+                # address="local": a new Ray for this job, never a cluster that `ray start` left
+                # running on this machine (ray.init() alone would attach to it).
                 ray.init(  # type: ignore[attr-defined]
+                    address="local",
                     num_cpus=max(os.cpu_count() or 1, math.ceil(need)),
                     include_dashboard=False,
                     log_to_driver=False,

@@ -75,7 +75,9 @@ def _id(obj: Mapping[str, Any], keys: Sequence[str], path: Path, lineno: int) ->
     raise DataFormatError(f"{path}:{lineno}: no id field (expected one of {list(keys)})")
 
 
-def _put_unique(store: dict[str, Any], seen: dict[str, int], key: str, value: Any, path: Path, lineno: int) -> None:
+def _put_unique(
+    store: dict[str, Any], seen: dict[str, int], key: str, value: Any, path: Path, lineno: int
+) -> None:
     if key in store:
         raise DataFormatError(f"{path}:{lineno}: duplicate id {key!r} (first on line {seen[key]})")
     store[key] = value
@@ -178,7 +180,11 @@ def read_qrels(path: str | Path, stats: LoadStats | None = None) -> Qrels:
 
 
 def check_qrels(
-    qrels: Qrels, queries: Mapping[str, str], corpus: Mapping[str, str] | None, stats: LoadStats, source: str = ""
+    qrels: Qrels,
+    queries: Mapping[str, str],
+    corpus: Mapping[str, str] | None,
+    stats: LoadStats,
+    source: str = "",
 ) -> None:
     """Warn about and count qrels naming unknown queries (or documents, when ``corpus`` is complete)."""
     unknown_q = [q for q in qrels if q not in queries]
@@ -309,7 +315,9 @@ def read_run(path: str | Path) -> Run:
             rank = int(rank_s)
             score = float(score_s)
         except ValueError as exc:
-            raise DataFormatError(f"{path}:{lineno}: rank {rank_s!r} or score {score_s!r} is not a number") from exc
+            raise DataFormatError(
+                f"{path}:{lineno}: rank {rank_s!r} or score {score_s!r} is not a number"
+            ) from exc
         if not math.isfinite(score):
             raise DataFormatError(f"{path}:{lineno}: score {score_s!r} is not finite")
         if (qid, docid) in seen:
@@ -388,7 +396,9 @@ def read_rankllm_candidates(path: str | Path) -> tuple[dict[str, str], Run]:
             continue
         qids = {str(h.get("qid")) for h in hits}
         if len(qids) != 1 or "None" in qids:
-            raise DataFormatError(f"{path}: entry {i} has hits with missing or different qids {sorted(qids)[:3]}")
+            raise DataFormatError(
+                f"{path}: entry {i} has hits with missing or different qids {sorted(qids)[:3]}"
+            )
         qid = qids.pop()
         if qid in run:
             raise DataFormatError(f"{path}: query {qid!r} appears twice (entries)")
@@ -414,7 +424,10 @@ def read_rankllm_candidates(path: str | Path) -> tuple[dict[str, str], Run]:
 
 
 def write_rankllm_candidates(
-    queries: Mapping[str, str], run: Mapping[str, Sequence[Candidate]], path: str | Path, corpus: Mapping[str, str]
+    queries: Mapping[str, str],
+    run: Mapping[str, Sequence[Candidate]],
+    path: str | Path,
+    corpus: Mapping[str, str],
 ) -> None:
     """Write candidates in the rank_llm JSON format (text from ``c.text`` or ``corpus``)."""
     out = []

@@ -152,7 +152,9 @@ def load_bright(folder: str | Path, task: str | None = None) -> Collection:
         docs_p, ex_p = folder / "documents" / f"{task}.jsonl", folder / "examples" / f"{task}.jsonl"
     for p in (docs_p, ex_p):
         if not p.exists():
-            raise DataFormatError(f"{folder} looks like a BRIGHT collection but has no {p.relative_to(folder)}")
+            raise DataFormatError(
+                f"{folder} looks like a BRIGHT collection but has no {p.relative_to(folder)}"
+            )
     stats = LoadStats()
     corpus: dict[str, str] = {}
     empty = 0
@@ -183,7 +185,9 @@ def load_bright(folder: str | Path, task: str | None = None) -> Collection:
         excluded[qid] = {str(d) for d in obj.get("excluded_ids", []) if str(d) != "N/A"}
         overlap = excluded[qid] & set(qrels[qid])
         if overlap:
-            raise DataFormatError(f"{ex_p}:{lineno}: example {qid!r} lists {sorted(overlap)} as both gold and excluded")
+            raise DataFormatError(
+                f"{ex_p}:{lineno}: example {qid!r} lists {sorted(overlap)} as both gold and excluded"
+            )
     check_qrels(qrels, queries, corpus, stats, str(ex_p))
     return Collection(
         name=f"bright/{task}" if task else folder.name,
@@ -221,7 +225,9 @@ def load_followir(folder: str | Path) -> Collection:
         og = obj.get("instruction_og")
         ch = obj.get("instruction_changed")
         if not isinstance(og, str) or not isinstance(ch, str):
-            raise DataFormatError(f"{q_path}:{lineno}: query {qid!r} needs 'instruction_og' and 'instruction_changed'")
+            raise DataFormatError(
+                f"{q_path}:{lineno}: query {qid!r} needs 'instruction_og' and 'instruction_changed'"
+            )
         og_q[qid] = f"{text} {og.strip()}".strip()
         ch_q[qid] = f"{text} {ch.strip()}".strip()
     og_qrels = read_qrels(_need(folder, "qrels/og.tsv", "FollowIR"), stats)
@@ -253,7 +259,9 @@ def load_followir(folder: str | Path) -> Collection:
     )
 
 
-def load_collection(data: str | os.PathLike[str], split: str = "test", *, beir_rule: bool | None = None) -> Collection:
+def load_collection(
+    data: str | os.PathLike[str], split: str = "test", *, beir_rule: bool | None = None
+) -> Collection:
     """Load a collection from a folder (layout detected) or, online, by name (``beir/scifact``...).
 
     Layouts: BEIR (``corpus.jsonl``), FollowIR (BEIR plus ``instruction_og`` in the queries), BRIGHT
@@ -271,9 +279,13 @@ def load_collection(data: str | os.PathLike[str], split: str = "test", *, beir_r
             from erank.datasets.online import load_by_name
 
             return load_by_name(text, split)
-        raise InputError(f"collection {text!r} not found: pass a folder (BEIR, TREC, BRIGHT, FollowIR layout) or a name")
+        raise InputError(
+            f"collection {text!r} not found: pass a folder (BEIR, TREC, BRIGHT, FollowIR layout) or a name"
+        )
     if path.is_file():
-        raise InputError(f"{path} is a file; pass the collection folder (a candidate file goes to --first-stage)")
+        raise InputError(
+            f"{path} is a file; pass the collection folder (a candidate file goes to --first-stage)"
+        )
     if (path / "corpus.jsonl").exists() or (path / "queries.jsonl").exists():
         q = path / "queries.jsonl"
         if q.exists():
@@ -282,7 +294,11 @@ def load_collection(data: str | os.PathLike[str], split: str = "test", *, beir_r
             if "instruction_og" in first:
                 return load_followir(path)
         return load_beir(path, split, beir_rule=True if beir_rule is None else beir_rule)
-    if (path / "documents.jsonl").exists() or (path / "examples.jsonl").exists() or (path / "documents").is_dir():
+    if (
+        (path / "documents.jsonl").exists()
+        or (path / "examples.jsonl").exists()
+        or (path / "documents").is_dir()
+    ):
         return load_bright(path)
     if any(path.glob("qrels*")) or any(path.glob("topics*")) or any(path.glob("query*")):
         coll = load_trec(path)
@@ -309,7 +325,9 @@ def load_candidates(collection: Collection, source: str | os.PathLike[str]) -> R
         path = collection.candidate_files[matches[0]] if matches else Path(name).expanduser()
     if not path.exists():
         avail = ", ".join(sorted(collection.candidate_files)) or "none"
-        raise InputError(f"first stage {name!r} is neither a file nor a shipped candidate list (shipped: {avail})")
+        raise InputError(
+            f"first stage {name!r} is neither a file nor a shipped candidate list (shipped: {avail})"
+        )
     if path.suffix == ".json":
         queries, run = read_rankllm_candidates(path)
         for qid, text in queries.items():
@@ -332,7 +350,9 @@ def load_candidates(collection: Collection, source: str | os.PathLike[str]) -> R
     missing = sum(1 for cs in run.values() for c in cs if c.docid not in collection.corpus)
     if missing:
         logger.warning(
-            "%s: %d candidate document(s) have no text in the collection; rerankers will see an empty text", path, missing
+            "%s: %d candidate document(s) have no text in the collection; rerankers will see an empty text",
+            path,
+            missing,
         )
     return run
 

@@ -408,7 +408,8 @@ class TransformersEngine(Engine):
                         break
                 steps: list[dict[int, float]] = []
                 if r.logprob_token_ids:
-                    want = [token_ids.index(t) for t in r.logprob_token_ids]
+                    col = {t: j for j, t in enumerate(token_ids)}
+                    want = [col[t] for t in r.logprob_token_ids]
                     for t in range(min(len(gen), len(rec.steps))):
                         vals = rec.steps[t][row]
                         steps.append(

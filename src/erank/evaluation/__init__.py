@@ -17,7 +17,14 @@ from erank.evaluation.experiment import (
     hybrid_run,
     rerank_run,
 )
-from erank.evaluation.metrics import DEFAULT_METRICS, apply_protocol, evaluate_run, p_mrr, p_mrr_per_query, parse_metric
+from erank.evaluation.metrics import (
+    DEFAULT_METRICS,
+    apply_protocol,
+    evaluate_run,
+    p_mrr,
+    p_mrr_per_query,
+    parse_metric,
+)
 from erank.evaluation.significance import paired_tests
 
 __all__ = [

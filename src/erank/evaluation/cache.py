@@ -43,7 +43,9 @@ def reranker_identity(reranker: Any) -> dict[str, Any]:
         for attr in ("scale", "max_new_tokens", "window_size", "stride", "template", "prompt"):
             v = getattr(method, attr, None)
             if isinstance(v, (str, int, float)):
-                ident[attr] = hashlib.sha256(v.encode()).hexdigest()[:16] if isinstance(v, str) and len(v) > 64 else v
+                ident[attr] = (
+                    hashlib.sha256(v.encode()).hexdigest()[:16] if isinstance(v, str) and len(v) > 64 else v
+                )
     return ident
 
 
@@ -55,7 +57,9 @@ class ScoreCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), timeout=60)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score REAL, seconds REAL)")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score REAL, seconds REAL)"
+        )
         self.conn.commit()
 
     @staticmethod
@@ -80,13 +84,17 @@ class ScoreCache:
         for i in range(0, len(keys), 500):
             chunk = list(keys[i : i + 500])
             marks = ",".join("?" * len(chunk))
-            for k, s, sec in self.conn.execute(f"SELECT key, score, seconds FROM scores WHERE key IN ({marks})", chunk):
+            for k, s, sec in self.conn.execute(
+                f"SELECT key, score, seconds FROM scores WHERE key IN ({marks})", chunk
+            ):
                 out[k] = (float(s), float(sec))
         return out
 
     def put_many(self, rows: Iterable[tuple[str, float, float]]) -> None:
         with self.conn:
-            self.conn.executemany("INSERT OR REPLACE INTO scores (key, score, seconds) VALUES (?, ?, ?)", list(rows))
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO scores (key, score, seconds) VALUES (?, ?, ?)", list(rows)
+            )
 
     def __len__(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0])

@@ -53,7 +53,16 @@ logger = logging.getLogger(__name__)
 
 #: Methods whose score of a document does not depend on the other documents: cached per document
 #: and scored in chunks (a killed run loses at most one chunk). Others are cached per query.
-POINTWISE_METHODS = {"erank", "erank-0-3", "yesno", "rank1", "monot5", "pointwise", "first-stage", "qwen3-reranker"}
+POINTWISE_METHODS = {
+    "erank",
+    "erank-0-3",
+    "yesno",
+    "rank1",
+    "monot5",
+    "pointwise",
+    "first-stage",
+    "qwen3-reranker",
+}
 DEFAULT_SWEEP = tuple(round(0.1 * i, 1) for i in range(11))
 
 
@@ -71,7 +80,12 @@ class SystemResult:
     p_mrr_per_query: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, **self.aggregate, "latency": self.latency, "unparsed": self.unparsed}
+        d: dict[str, Any] = {
+            "name": self.name,
+            **self.aggregate,
+            "latency": self.latency,
+            "unparsed": self.unparsed,
+        }
         if self.p_mrr is not None:
             d["p-MRR"] = self.p_mrr
         return d
@@ -233,13 +247,10 @@ def rerank_run(
                 run[qid] = []
                 bar.update()
                 continue
-            docs = [
-                {
-                    "content": collection.corpus.get(c.docid, c.text if c.text is not None else ""),
-                    "id": c.docid,
-                    "first_stage_score": float(c.score),
-                }
-                for c in cands
+            texts = [collection.corpus.get(c.docid, c.text if c.text is not None else "") for c in cands]
+            docs: list[dict[str, Any]] = [
+                {"content": t, "id": c.docid, "first_stage_score": float(c.score)}
+                for c, t in zip(cands, texts, strict=True)
             ]
             if is_first:
                 scores = [float(c.score) for c in cands]
@@ -247,8 +258,10 @@ def rerank_run(
                 pairs += len(cands)
                 bar.update()
                 continue
-            context = "" if pointwise else hashlib.sha256("\x00".join(c.docid for c in cands).encode()).hexdigest()
-            keys = [ScoreCache.key(ident, instr, truncate_length, query, d["content"], context) for d in docs]
+            context = (
+                "" if pointwise else hashlib.sha256("\x00".join(c.docid for c in cands).encode()).hexdigest()
+            )
+            keys = [ScoreCache.key(ident, instr, truncate_length, query, t, context) for t in texts]
             got = cache.get_many(keys) if cache is not None else {}
             values: list[float | None] = [got[k][0] if k in got else None for k in keys]
             secs = [got[k][1] if k in got else 0.0 for k in keys]
@@ -300,7 +313,10 @@ def hybrid_run(first: Mapping[str, Sequence[Candidate]], reranked: Run, alpha: f
     out: Run = {}
     for qid, cands in reranked.items():
         fs = {c.docid: c.score for c in first.get(qid, [])}
-        rows = [{"content": "", "id": c.docid, "first_stage_score": fs[c.docid], "rank_score": c.score} for c in cands]
+        rows = [
+            {"content": "", "id": c.docid, "first_stage_score": fs[c.docid], "rank_score": c.score}
+            for c in cands
+        ]
         fused = hybrid_scores(rows, alpha=alpha)
         out[qid] = [Candidate(r["id"], float(r["hybrid_score"])) for r in fused]
     return out
@@ -368,7 +384,9 @@ class Experiment:
         else:
             self.first_stage_name = first_stage_name or Path(str(first_stage)).name.split(".")[0]
         if self.first_stage_name in self.rerankers:
-            raise InputError(f"a reranker is named like the first stage ({self.first_stage_name!r}); rename it")
+            raise InputError(
+                f"a reranker is named like the first stage ({self.first_stage_name!r}); rename it"
+            )
         self.top_k = top_k
         self.metrics = list(metrics)
         self.alphas = [float(a) for a in alphas]
@@ -377,7 +395,7 @@ class Experiment:
         self.queries = queries
         self.instruction = instruction
         self.truncate_length = truncate_length
-        self.cache = cache if isinstance(cache, ScoreCache) or cache is None else ScoreCache(cache)
+        self.cache = cache if isinstance(cache, ScoreCache) or cache is None else ScoreCache(Path(cache))
         self.chunk_size = chunk_size
         self.permutations = significance_permutations
         self.progress = progress
@@ -470,7 +488,8 @@ class Experiment:
                 systems.append(h)
             if self.sweep:
                 sweep[name] = {
-                    a: self._evaluate("sweep", hybrid_run(first, run, a), coll).aggregate[main] for a in self.sweep
+                    a: self._evaluate("sweep", hybrid_run(first, run, a), coll).aggregate[main]
+                    for a in self.sweep
                 }
         names = [s.name for s in systems]
         if self.baseline not in names:
@@ -481,10 +500,13 @@ class Experiment:
             if s.name == base.name:
                 continue
             significance[s.name] = {
-                m: paired_tests(s.per_query[m], base.per_query[m], permutations=self.permutations) for m in self.metrics
+                m: paired_tests(s.per_query[m], base.per_query[m], permutations=self.permutations)
+                for m in self.metrics
             }
         settings = {
-            "instruction": resolve_instruction(self.instruction if self.instruction is not None else coll.instruction),
+            "instruction": resolve_instruction(
+                self.instruction if self.instruction is not None else coll.instruction
+            ),
             "truncate_length": self.truncate_length,
             "relevance_level": coll.relevance_level,
             "beir_rule": coll.beir_rule,

@@ -119,7 +119,12 @@ def evaluate_run(
         for q in rd:
             per_query[m].setdefault(q, 0.0)
     aggregate = {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in per_query.items()}
-    return {"aggregate": aggregate, "per_query": per_query, "queries": len(rd), "removed_by_protocol": removed}
+    return {
+        "aggregate": aggregate,
+        "per_query": per_query,
+        "queries": len(rd),
+        "removed_by_protocol": removed,
+    }
 
 
 def _rank_of(cands: Sequence[Candidate], docid: str) -> int:

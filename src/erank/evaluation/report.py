@@ -62,7 +62,11 @@ def write_report(result: ExperimentResult, out: Path, plot_files: list[Path]) ->
         f"Instruction: `{result.settings.get('instruction', '')}`; truncate_length "
         f"{result.settings.get('truncate_length')}; binary measures count grade >= "
         f"{result.settings.get('relevance_level', 1)} as relevant"
-        + ("; BEIR rule on (a document whose id equals the query id is ignored)" if result.settings.get("beir_rule") else "")
+        + (
+            "; BEIR rule on (a document whose id equals the query id is ignored)"
+            if result.settings.get("beir_rule")
+            else ""
+        )
         + ".",
         "",
         markdown_table(result),
@@ -70,7 +74,11 @@ def write_report(result: ExperimentResult, out: Path, plot_files: list[Path]) ->
     ]
     cost = [s for s in result.systems if s.latency.get("pairs")]
     if cost:
-        lines += ["## Cost", "", "| system | pairs | computed | from cache | model s | s/query | pairs/s | unparsed |"]
+        lines += [
+            "## Cost",
+            "",
+            "| system | pairs | computed | from cache | model s | s/query | pairs/s | unparsed |",
+        ]
         lines.append("|---|---|---|---|---|---|---|---|")
         for s in cost:
             la = s.latency
@@ -87,7 +95,9 @@ def write_report(result: ExperimentResult, out: Path, plot_files: list[Path]) ->
         for name, sw in result.alpha_sweep.items():
             lines.append(f"| {name} | " + " | ".join(_fmt(sw.get(a, math.nan)) for a in alphas) + " |")
         lines.append("")
-        lines.append("alpha = 0 is the reranker alone, alpha = 1 the first stage alone (z-score fusion, spec 2.4).")
+        lines.append(
+            "alpha = 0 is the reranker alone, alpha = 1 the first stage alone (z-score fusion, spec 2.4)."
+        )
         lines.append("")
     if plot_files:
         lines += ["## Plots", ""]

@@ -71,7 +71,9 @@ class ERankPostprocessor(BaseNodePostprocessor):
                 EventPayload.TOP_K: self.top_n,
             },
         ) as event:
-            result = self.reranker.score(query_bundle.query_str, texts, self.instruction, self.truncate_length)
+            result = self.reranker.score(
+                query_bundle.query_str, texts, self.instruction, self.truncate_length
+            )
             for node, sc in zip(nodes, result.scores, strict=True):
                 if self.keep_retrieval_score:
                     node.node.metadata["retrieval_score"] = node.score

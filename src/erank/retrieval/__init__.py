@@ -15,4 +15,10 @@ from erank.retrieval.bm25 import BM25Retriever
 from erank.retrieval.dense import DenseRetriever, default_dense_model_path
 from erank.retrieval.first_stage import FirstStageReranker, first_stage_run
 
-__all__ = ["BM25Retriever", "DenseRetriever", "default_dense_model_path", "FirstStageReranker", "first_stage_run"]
+__all__ = [
+    "BM25Retriever",
+    "DenseRetriever",
+    "default_dense_model_path",
+    "FirstStageReranker",
+    "first_stage_run",
+]

@@ -43,7 +43,8 @@ class BM25Retriever:
         stopwords: str | None = "en",
         cache: bool = True,
     ) -> None:
-        self.bm25s: Any = require("bm25s", "eval", "BM25 retrieval")
+        bm25s: Any = require("bm25s", "eval", "BM25 retrieval")
+        self.bm25s: Any = bm25s
         if not corpus:
             raise InputError("the corpus is empty: BM25 needs documents to index")
         self.ids = list(corpus)
@@ -56,7 +57,9 @@ class BM25Retriever:
 
                 self._stemmer = Stemmer.Stemmer(stemmer)
             except ImportError:
-                logger.warning("PyStemmer is not installed: BM25 runs without stemming (pip install PyStemmer)")
+                logger.warning(
+                    "PyStemmer is not installed: BM25 runs without stemming (pip install PyStemmer)"
+                )
         stem_name = stemmer if self._stemmer is not None else None
         self.key = corpus_key(corpus, "bm25s", k1, b, stem_name, stopwords, self.bm25s.__version__)
         self.index_dir = cache_dir() / "bm25" / self.key
@@ -105,7 +108,9 @@ class BM25Retriever:
         run: Run = {}
         for i, qid in enumerate(qids):
             run[qid] = [
-                Candidate(self.ids[int(d)], float(s)) for d, s in zip(docs[i], scores[i], strict=True) if float(s) > 0.0
+                Candidate(self.ids[int(d)], float(s))
+                for d, s in zip(docs[i], scores[i], strict=True)
+                if float(s) > 0.0
             ]
         return run
 

@@ -57,7 +57,8 @@ class DenseRetriever:
         device: str = "cpu",
     ) -> None:
         st: Any = require("sentence_transformers", "eval", "dense retrieval")
-        self.np: Any = require("numpy", "eval")
+        np: Any = require("numpy", "eval")
+        self.np: Any = np
         if not corpus:
             raise InputError("the corpus is empty: dense retrieval needs documents to embed")
         path = str(model) if model is not None else str(default_dense_model_path())
@@ -84,7 +85,11 @@ class DenseRetriever:
 
     def _encode(self, texts: list[str]) -> Any:
         return self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         ).astype("float32")
 
     def retrieve(self, queries: Mapping[str, str], k: int = 100) -> Run:

@@ -17,7 +17,9 @@ __all__ = ["first_stage_run", "FirstStageReranker"]
 logger = logging.getLogger(__name__)
 
 
-def first_stage_run(collection: Collection, first_stage: str | os.PathLike[str] = "bm25", k: int = 100) -> Run:
+def first_stage_run(
+    collection: Collection, first_stage: str | os.PathLike[str] = "bm25", k: int = 100
+) -> Run:
     """Candidates for every query of ``collection``: ``"bm25"``, ``"dense"``, a shipped list, or a file.
 
     On a collection without a full corpus (TREC DL passages), ``"bm25"`` means the shipped BM25
@@ -63,7 +65,11 @@ class FirstStageReranker:
         self.mode = ""
 
     def score(
-        self, query: str, docs: Sequence[Any], instruction: str | None = None, truncate_length: int | None = None
+        self,
+        query: str,
+        docs: Sequence[Any],
+        instruction: str | None = None,
+        truncate_length: int | None = None,
     ) -> RerankResult:
         documents = to_documents(docs)
         scores = []

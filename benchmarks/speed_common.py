@@ -1,0 +1,62 @@
+"""Shared pieces of the speed benchmarks: the default model, 256-token pairs, the matmul rate."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+QUERY = "what are the health effects of drinking green tea every day"
+WORDS = (
+    "green tea contains catechins and caffeine which studies link to heart health weight control "
+    "and alertness while excess intake may upset the stomach or disturb sleep in sensitive people "
+).split()
+
+
+def default_dir() -> Path:
+    from erank.models import default_gguf_path, ensure_converted_gguf
+
+    return ensure_converted_gguf(default_gguf_path())
+
+
+def matmul_gflops(seconds: float = 3.0, n: int = 1024) -> float:
+    """Sustained fp32 matmul rate of this CPU with torch's current thread count (GFLOP/s)."""
+    a, b = torch.randn(n, n), torch.randn(n, 4 * n)
+    torch.mm(a, b)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n * n * 4 * n * reps / (time.perf_counter() - start) / 1e9
+
+
+def docs_for_length(method, total_tokens: int, n: int, query: str = QUERY) -> list[str]:  # noqa: ANN001
+    """``n`` different documents whose full ERank prompt is ``total_tokens`` tokens long."""
+    tok = method.engine.tokenizer
+    base = len(tok.encode_prompt(method.build_prompt(query, "", "beir")))
+    out = []
+    for i in range(n):
+        words = [WORDS[(i * 7 + k) % len(WORDS)] for k in range(total_tokens)]
+        ids = tok.encode(f"doc {i}: " + " ".join(words))[: max(1, total_tokens - base)]
+        text = tok.decode(ids)
+        # re-tokenisation can merge/split a token at the cut; adjust to the exact length
+        while len(tok.encode_prompt(method.build_prompt(query, text, "beir"))) > total_tokens:
+            ids = ids[:-1]
+            text = tok.decode(ids)
+        out.append(text)
+    return out
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def non_embedding_params(model) -> int:  # noqa: ANN001
+    emb = model.get_input_embeddings().weight.numel()
+    return sum(p.numel() for p in model.parameters()) - emb

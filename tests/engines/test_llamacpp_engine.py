@@ -1,0 +1,63 @@
+"""The llama.cpp engine on the real embedded default GGUF (SmolLM2-135M, Q4_1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from erank.engines.base import GenerateRequest, LogprobRequest
+from erank.errors import InputError, ModelLoadError
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+
+pytestmark = pytest.mark.slow
+
+
+def test_tokenizer_and_chat_template_match_transformers(llamacpp_default, tf_default) -> None:  # noqa: ANN001
+    text = "Judge the relevance of <doc> 42 to the query, please. 10"
+    for a, b in ((llamacpp_default.tokenizer, tf_default.tokenizer),):
+        assert a.encode(text) == b.encode(text)
+        assert a.chat_prompt("hello") == b.chat_prompt("hello")
+        prompt = a.chat_prompt("hello") + "<think>\n\n</think><answer>"
+        assert a.encode_prompt(prompt) == b.encode_prompt(prompt)
+        assert a.decode(a.encode(text)) == text
+
+
+def test_prefix_is_reused_across_requests(llamacpp_default) -> None:  # noqa: ANN001
+    e = llamacpp_default
+    head = e.tokenizer.encode_prompt("a shared beginning of every prompt " * 5)
+    reqs = [
+        LogprobRequest(head + e.tokenizer.encode(t), [15, 16], extension=[17])
+        for t in ("one", "two", "three")
+    ]
+    before = e.stats.prompt_tokens
+    out = e.logprobs(reqs)
+    assert all(len(r.steps) == 2 and set(r.steps[0]) == {15, 16} for r in out)
+    evaluated = e.stats.prompt_tokens - before
+    assert evaluated < len(head) + 3 * 4  # the head ran at most once
+    # the same request alone (cache rebuilt from scratch) gives the same numbers
+    e.llm.reset()
+    again = e.logprobs(reqs[1:2])[0]
+    assert again.steps[0] == pytest.approx(out[1].steps[0], abs=1e-3)
+
+
+def test_greedy_generation_stops_at_the_stop_string(llamacpp_default) -> None:  # noqa: ANN001
+    e = llamacpp_default
+    prompt = e.tokenizer.encode_prompt(e.tokenizer.chat_prompt("Count: 1, 2, 3, 4"))
+    g = e.generate([GenerateRequest(prompt, max_new_tokens=30, stop=["5"], logprob_token_ids=[15, 16])])[0]
+    assert g.finish_reason == "stop" and g.text.endswith("5")
+    assert len(g.step_logprobs) == len(g.token_ids)
+    g2 = e.generate([GenerateRequest(prompt, max_new_tokens=3)])[0]
+    assert len(g2.token_ids) == 3 and g2.finish_reason == "length"
+
+
+def test_errors_are_clear(llamacpp_default, smollm2_dir: Path) -> None:  # noqa: ANN001
+    from erank.engines.llamacpp import LlamaCppEngine
+
+    with pytest.raises(ModelLoadError, match="GGUF"):
+        LlamaCppEngine(str(smollm2_dir))
+    with pytest.raises(InputError, match="does not fit"):
+        llamacpp_default.logprobs([LogprobRequest([1] * 5000, [15])])
+    with pytest.raises(InputError, match="empty prompt"):
+        llamacpp_default.logprobs([LogprobRequest([], [15])])
