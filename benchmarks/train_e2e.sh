@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 ERANK=${ERANK:-.venv/bin/erank}
 OUT=${OUT:-runs/toy}
-EVAL_QUERIES=${EVAL_QUERIES:-6}
-CANDS=${CANDS:-6}
+EVAL_QUERIES=${EVAL_QUERIES:-4}
+CANDS=${CANDS:-5}
 mkdir -p "$OUT"
 RES="$OUT/e2e-results.jsonl"
 : > "$RES"

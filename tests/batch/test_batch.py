@@ -177,6 +177,32 @@ def test_local_ray_scores_every_pair_and_reports_bad_rows(
         assert got[d] == pytest.approx(want[d], rel=1e-4, abs=1e-9)
 
 
+def test_parquet_input(local_ray: None, tiny_qwen3_dir: Path, tmp_path: Path) -> None:
+    """Parquet pairs (integer qids, no first_stage_score column, a null text) score like JSON lines."""
+    import pyarrow as pa
+
+    table = pa.table(
+        {
+            "qid": [1, 1, 1, 2, 2],
+            "query": ["tea", "tea", "tea", "rust language", "rust language"],
+            "docid": ["a", "b", "c", "d", "e"],
+            "text": ["Green tea is a drink.", "Rust is a language.", None, "Rust is a language.", "Tea."],
+        }
+    )
+    src = tmp_path / "pairs.parquet"
+    pa_parquet.write_table(table, src)
+    out = tmp_path / "out"
+    s = run_batch(
+        BatchConfig(
+            inputs=[src], output=out, model=str(tiny_qwen3_dir), mode="direct", workers=1, cpus_per_worker=0.5
+        )
+    )
+    assert (s.pairs, s.queries, s.errors) == (4, 2, 1)
+    assert sorted((q, d) for q, d, _, _ in _run_rows(out)) == [("1", "a"), ("1", "b"), ("2", "d"), ("2", "e")]
+    err = json.loads((out / "errors.jsonl").read_text("utf-8"))
+    assert err["docid"] == "c" and "missing field 'text'" in err["reason"]
+
+
 def test_rerun_of_a_finished_job_does_nothing_and_changed_settings_are_refused(
     reference, pairs_file: Path, tiny_qwen3_dir: Path
 ) -> None:
@@ -304,7 +330,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def two_node_cluster(tmp_path: Path) -> Iterator[str]:
-    """``ray start --head`` plus ``ray start --address`` on loopback, each 2 logical CPUs.
+    """``ray start --head`` plus ``ray start --address`` on loopback, each 3 logical CPUs.
 
     Both run with ``--block`` in their own process group, so teardown stops exactly them.
     """
@@ -312,7 +338,7 @@ def two_node_cluster(tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     address = f"127.0.0.1:{port}"
     procs = []
-    common = ["--num-cpus", "2", "--block", "--disable-usage-stats"]
+    common = ["--num-cpus", "3", "--block", "--disable-usage-stats"]
     try:
         procs.append(
             subprocess.Popen(
@@ -334,7 +360,7 @@ def two_node_cluster(tmp_path: Path) -> Iterator[str]:
         for p in reversed(procs):
             try:
                 os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=30)
+                p.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
             try:
@@ -366,11 +392,12 @@ def test_two_node_loopback_cluster(
     cmd = [
         sys.executable, "-m", "erank.cli", "batch", "-i", str(pairs_file), "-o", str(out),
         "--model", str(tiny_qwen3_dir), "--mode", "direct", "--ray-address", two_node_cluster,
-        "--workers", "2", "--cpus-per-worker", "1.5", "--shards", "16", "--truncate-length", "128",
+        "--workers", "2", "--cpus-per-worker", "2", "--shards", "16", "--truncate-length", "128",
     ]  # fmt: skip
     r = subprocess.run(cmd, env=CLUSTER_ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    # 1.5 CPUs per actor on 2-CPU nodes: one actor per node, so both nodes scored shards.
+    # 2 CPUs per actor on 3-CPU nodes: one actor per node (and a CPU left for Ray Data's read and
+    # shuffle tasks), so both nodes scored shards.
     assert len(summary["nodes"]) == 2, summary
     assert sorted(_run_rows(out)) == sorted(_run_rows(ref_out))

@@ -6,8 +6,10 @@ quantized to 8 bits per block of 32 (Q8_1), about 2^-8 relative error per elemen
 over 30 layers. On the label probabilities P(s) that is measured at up to ~0.13 nats; the
 tolerance is 0.25 nats on log P(s) of the chosen label (|P_a/P_b - 1| < 28%), the same label, and
 the same ranking on documents whose scores are apart by more than that. The OpenAI-compatible
-server runs the same llama.cpp code as the llama.cpp engine: between those two the tolerance is
-1e-3 absolute on the score.
+server runs the same llama.cpp code as the llama.cpp engine, but evaluates every prompt from an
+empty cache while the engine reuses the shared prefix: the prompt is split into different decode
+batches, llama.cpp picks different kernels (vector dot vs. tiled GEMM, both on Q8_1 activations),
+and the rounding differs (measured 0.034 nats). Between those two the tolerance is 0.1 nats.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 pytestmark = pytest.mark.slow
 
 LOG_TOL = 0.25
+SAME_KERNELS_LOG_TOL = 0.1
 
 
 def test_transformers_llamacpp_openai_agree(tf_default, llamacpp_default, llama_server, smollm2_dir) -> None:  # noqa: ANN001
@@ -36,5 +39,5 @@ def test_transformers_llamacpp_openai_agree(tf_default, llamacpp_default, llama_
     for a, b, c in zip(tf.scores, lc.scores, oa.scores, strict=True):
         assert a.label == b.label == c.label
         assert abs(math.log(a.probability) - math.log(b.probability)) < LOG_TOL
-        assert c.score == pytest.approx(b.score, abs=1e-3)
+        assert abs(math.log(c.probability) - math.log(b.probability)) < SAME_KERNELS_LOG_TOL
     assert [s.prompt_tokens for s in tf.scores] == [s.prompt_tokens for s in lc.scores]

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -156,7 +157,10 @@ def test_real_llama_cpp_server_direct_and_reasoning(
     )
     res = r.score(QUERY, DOCS[:2])
     ref = Reranker(engine=llamacpp_default, mode="direct").score(QUERY, DOCS[:2])
-    assert [s.score for s in res.scores] == pytest.approx([s.score for s in ref.scores], abs=1e-3)
+    # same llama.cpp kernels, different decode-batch splits: 0.1 nats (see test_equivalence.py)
+    for a, b in zip(res.scores, ref.scores, strict=True):
+        assert a.label == b.label
+        assert abs(math.log(a.probability) - math.log(b.probability)) < 0.1
     g = Reranker("smollm2", engine=r.engine, mode="reasoning", max_new_tokens=8).score(
         QUERY, DOCS[:1], return_reasoning=True
     )

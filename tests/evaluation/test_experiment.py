@@ -160,7 +160,7 @@ def _rows(db: Path) -> int:
 
 
 def test_cli_killed_part_way_resumes_without_recomputing(
-    shared_data, tiny_qwen3_dir, tiny_reranker, tmp_path
+    shared_data, tiny_qwen3_dir, tiny_reranker, tmp_path, monkeypatch, capsys
 ):
     env = {
         **os.environ,
@@ -181,9 +181,9 @@ def test_cli_killed_part_way_resumes_without_recomputing(
     ]
     args += [
         "--top-k",
-        "4",
+        "3",
         "--queries",
-        "6",
+        "4",
         "--chunk-size",
         "1",
         "--no-plots",
@@ -191,20 +191,23 @@ def test_cli_killed_part_way_resumes_without_recomputing(
         "--out",
         str(out),
     ]
-    total = 24
+    total = 12
     proc = _cli(args, env)
     db = out / "scores.sqlite"
     deadline = time.time() + 240
-    while _rows(db) < 4 and proc.poll() is None and time.time() < deadline:
+    while _rows(db) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed: " + proc.stderr.read()[-2000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = _rows(db)
-    assert 4 <= done_before < total and not (out / "metrics.json").exists()
-    proc = _cli(args, env)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-2000:]
+    assert 3 <= done_before < total and not (out / "metrics.json").exists()
+    # resume in this process through the same command line (saves a second interpreter start)
+    from erank.cli import main
+
+    monkeypatch.setenv("ERANK_CACHE", str(tmp_path / "cache"))
+    assert main(["eval", *args]) == 0
+    stdout = capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     name = next(k for k in m["systems"] if k.endswith("direct"))
     lat = m["systems"][name]["latency"]
@@ -214,7 +217,7 @@ def test_cli_killed_part_way_resumes_without_recomputing(
     # an uninterrupted run of the same reranker gives the same rankings and scores
     coll = load_collection(shared_data / "adi")
     fresh = Experiment(
-        coll, {name: tiny_reranker}, top_k=4, queries=6, alphas=(0.3,), sweep=(), chunk_size=1, progress=False
+        coll, {name: tiny_reranker}, top_k=3, queries=4, alphas=(0.3,), sweep=(), chunk_size=1, progress=False
     ).run()
     for system in (name, f"{name}+hybrid@0.3"):
         resumed = read_run(out / "runs" / f"{system.replace('+', '_')}.run")
@@ -226,6 +229,39 @@ def test_cli_killed_part_way_resumes_without_recomputing(
             assert [c.score for c in resumed[q]] == pytest.approx(
                 [c.score for c in cands], rel=1e-5, abs=1e-9
             )
+
+
+def test_followir_experiment_reports_p_mrr(tmp_path, tiny_reranker):
+    (tmp_path / "qrels").mkdir()
+    docs = ["oil spill in the gulf in 2010", "oil spill report 1989", "cooking with olive oil", "gulf news"]
+    (tmp_path / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n" for i, t in enumerate(docs))
+    )
+    (tmp_path / "queries.jsonl").write_text(
+        json.dumps(
+            {
+                "_id": "q1",
+                "text": "oil spills",
+                "instruction_og": "Any spill.",
+                "instruction_changed": "Only 2010.",
+            }
+        )
+        + "\n"
+    )
+    (tmp_path / "qrels" / "og.tsv").write_text("q1\td0\t1\nq1\td1\t1\n")
+    (tmp_path / "qrels" / "changed.tsv").write_text("q1\td0\t1\nq1\td1\t0\n")
+    (tmp_path / "top_ranked.jsonl").write_text(
+        json.dumps({"qid": "q1", "doc_ids": ["d1", "d0", "d2", "d3"]}) + "\n"
+    )
+    coll = load_collection(tmp_path)
+    res = Experiment(
+        coll, {"tiny": tiny_reranker}, first_stage="top_ranked", alphas=(), sweep=(), progress=False
+    ).run()
+    assert res.system("top_ranked").p_mrr == 0.0
+    tiny = res.system("tiny")
+    assert tiny.p_mrr is not None and -1.0 <= tiny.p_mrr <= 1.0
+    assert set(tiny.p_mrr_per_query or {}) == {"q1"}
+    assert "p-MRR" in res.table()[1]
 
 
 def test_cli_bad_data_path_is_a_clear_error(tmp_path):
@@ -241,16 +277,16 @@ def test_cli_bad_data_path_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_default_model_reranks_dl20_through_the_harness(shared_data, tmp_path):
-    """The real embedded SmolLM2-135M in direct mode on 1 DL20 query x 3 BM25 candidates."""
+    """The real embedded SmolLM2-135M in direct mode on 1 DL20 query x 2 BM25 candidates."""
     coll = load_collection(shared_data / "trec-dl20-passage")
     reranker = Reranker()
     try:
         row = evaluate_reranker(
-            coll, reranker, first_stage="BM25", top_k=3, queries=1, cache=tmp_path / "s.sqlite"
+            coll, reranker, first_stage="BM25", top_k=2, queries=1, cache=tmp_path / "s.sqlite"
         )
     finally:
         reranker.close()
-    assert row.latency["pairs"] == 3 and row.unparsed == 0
+    assert row.latency["pairs"] == 2 and row.unparsed == 0
     assert 0.0 <= row.aggregate["nDCG@10"] <= 1.0
     for cands in row.run.values():
-        assert len(cands) == 3 and all(c.score >= 0 for c in cands)
+        assert len(cands) == 2 and all(c.score >= 0 for c in cands)

@@ -60,9 +60,17 @@ def test_tied_scores_follow_the_given_ranks_not_docid_order(shared_data):
     assert round(ev["aggregate"]["nDCG@10"], 4) == 0.7205
 
 
-@pytest.mark.parametrize("run_name", ["BM25", "SPLADE_P_P_ENSEMBLE_DISTIL", "REP_LLAMA"])
-def test_every_metric_equals_pytrec_eval_on_dl20(shared_data, run_name):
-    coll = load_collection(shared_data / "trec-dl20-passage")
+@pytest.mark.parametrize(
+    ("name", "run_name"),
+    [
+        ("trec-dl20-passage", "BM25"),
+        ("trec-dl20-passage", "SPLADE_P_P_ENSEMBLE_DISTIL"),
+        ("trec-dl20-passage", "REP_LLAMA"),
+        ("trec-dl21-passage", "BM25"),
+    ],
+)
+def test_every_metric_equals_pytrec_eval_on_trec_dl(shared_data, name, run_name):
+    coll = load_collection(shared_data / name)
     _check_equal(load_candidates(coll, run_name), coll)
 
 
@@ -149,3 +157,9 @@ def test_paired_tests_match_scipy_and_are_deterministic():
     assert 0 < r["permutation_p"] < 0.1
     same = paired_tests(a, a)
     assert same["t_p"] == same["wilcoxon_p"] == same["permutation_p"] == 1.0
+
+
+def test_query_whose_every_hit_is_excluded_counts_zero():
+    run = {"q1": [Candidate("x", 1.0)], "q2": [Candidate("g", 1.0)]}
+    ev = evaluate_run(run, {"q1": {"g": 1}, "q2": {"g": 1}}, ["nDCG@10"], excluded_ids={"q1": {"x"}})
+    assert ev["per_query"]["nDCG@10"] == {"q1": 0.0, "q2": 1.0} and ev["aggregate"]["nDCG@10"] == 0.5

@@ -108,7 +108,7 @@ def test_llamaindex_postprocessor_in_a_vector_index(reranker: Reranker, referenc
         assert n.node.metadata["retrieval_score"] == retrieval_scores[n.node.get_content()]
 
 
-def test_llamaindex_needs_the_query(reranker: Reranker) -> None:
+def test_bad_arguments_raise_input_error(reranker: Reranker) -> None:
     from llama_index.core.schema import NodeWithScore, TextNode
 
     from erank.integrations.llamaindex import ERankPostprocessor
@@ -119,3 +119,10 @@ def test_llamaindex_needs_the_query(reranker: Reranker) -> None:
     assert post.postprocess_nodes([], query_str=QUERY) == []
     with pytest.raises(InputError, match="top_n"):
         ERankPostprocessor(reranker=reranker, top_n=-1)
+
+    from erank.integrations.langchain import ERankCompressor
+
+    with pytest.raises(InputError, match="top_n"):
+        ERankCompressor(reranker=reranker, top_n=-2)
+    with pytest.raises(InputError, match="score\\(\\) method"):
+        ERankCompressor(reranker="not a reranker")

@@ -8,21 +8,25 @@ from pathlib import Path
 import pytest
 
 QUERIES = {
-    "q1": ("what is rust", ["Rust is a systems programming language.", "Bread is baked.", "The sea is blue."]),
+    "q1": (
+        "what is rust",
+        ["Rust is a systems programming language.", "Bread is baked.", "The sea is blue."],
+    ),
     "q2": ("green tea", ["Green tea is a drink made from leaves.", "Cars have wheels.", "Snow is cold."]),
     "q3": ("python snakes", ["Pythons are large snakes.", "Tables are furniture.", "Music has rhythm."]),
 }
 
 
-def write_toy_data(root: Path, style: str = "direct") -> Path:
-    """Three queries x three documents (the first positive, target 9; the others 1)."""
+def write_toy_data(root: Path, style: str = "direct", n_queries: int = 3) -> Path:
+    """``n_queries`` queries x three documents (the first positive, target 9; the others 1)."""
     from erank.prompts import resolve_instruction
     from erank.training.data import target_text
 
     root.mkdir(parents=True, exist_ok=True)
     instr = resolve_instruction("beir")
     rows = []
-    for qid, (query, docs) in QUERIES.items():
+    chosen = dict(list(QUERIES.items())[:n_queries])
+    for qid, (query, docs) in chosen.items():
         for i, doc in enumerate(docs):
             target = 9 if i == 0 else 1
             rows.append(
@@ -46,10 +50,12 @@ def write_toy_data(root: Path, style: str = "direct") -> Path:
             "qid": qid,
             "query": query,
             "instruction": instr,
-            "candidates": [{"docid": f"{qid}-d{i}", "content": d, "score": float(3 - i)} for i, d in enumerate(docs)][::-1],
+            "candidates": [
+                {"docid": f"{qid}-d{i}", "content": d, "score": float(3 - i)} for i, d in enumerate(docs)
+            ][::-1],
             "qrels": {f"{qid}-d0": 1},
         }
-        for qid, (query, docs) in QUERIES.items()
+        for qid, (query, docs) in chosen.items()
     ]
     with (root / "eval.jsonl").open("w", encoding="utf-8") as fh:
         for r in evals:
@@ -76,10 +82,9 @@ def scoring_tiny_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -
     unparsable and every advantage 0; this one writes scores, undecided between 1 and 9.
     """
     import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from erank.training.data import PromptBuilder
-
-    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(3)
     model = Qwen3ForCausalLM(
@@ -106,9 +111,11 @@ def scoring_tiny_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -
             for target in ("1</answer>", "9</answer>"):
                 pairs.append(pb.encode(pb.prompt(q, d, resolve_instruction("beir")), target))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(60):
+    for step in range(40):
         p, c = pairs[step % len(pairs)]
-        loss = model(input_ids=torch.tensor([p + c]), labels=torch.tensor([[-100] * len(p) + c])).loss
+        # logits only where the target is predicted (the full 49k-vocabulary rows are the cost)
+        logits = model(input_ids=torch.tensor([p + c[:-1]]), logits_to_keep=len(c)).logits[0]
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(c))
         opt.zero_grad()
         loss.backward()
         opt.step()

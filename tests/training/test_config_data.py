@@ -34,7 +34,10 @@ def test_the_example_configs_are_valid() -> None:
     ("text", "message"),
     [
         ("model: m\ndata: d\noutput_dir: o\nlearning_rat: 0.1\n", "learning_rat: unknown setting"),
-        ("model: m\ndata: d\noutput_dir: o\nlearning_rate: -1\n", "learning_rate: Input should be greater than 0"),
+        (
+            "model: m\ndata: d\noutput_dir: o\nlearning_rate: -1\n",
+            "learning_rate: Input should be greater than 0",
+        ),
         ("model: m\ndata: d\n", "output_dir: Field required"),
         ("model: m\ndata: d\noutput_dir: o\nlora: {r: zero}\n", "lora.r: Input should be a valid integer"),
         ("- just\n- a list\n", "must contain a mapping"),
@@ -49,12 +52,20 @@ def test_sft_config_errors_name_the_field(tmp_path: Path, text: str, message: st
 
 def test_data_and_rl_config_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="needs 'candidates' and 'qrels'"):
-        load_config(_write(tmp_path, "output_dir: o\nsources: [{name: a, format: trec-dl, path: x}]\n"), DataConfig)
+        load_config(
+            _write(tmp_path, "output_dir: o\nsources: [{name: a, format: trec-dl, path: x}]\n"), DataConfig
+        )
     with pytest.raises(InputError, match="labels: teacher needs a 'teacher' section"):
-        load_config(_write(tmp_path, "output_dir: o\nlabels: teacher\nsources: [{name: a, format: beir, path: x}]\n"), DataConfig)
+        load_config(
+            _write(tmp_path, "output_dir: o\nlabels: teacher\nsources: [{name: a, format: beir, path: x}]\n"),
+            DataConfig,
+        )
     with pytest.raises(InputError, match="end .* is before start"):
         TierConfig.model_validate({"name": "t", "start": 5, "end": 2, "count": 1}) if False else load_config(
-            _write(tmp_path, "output_dir: o\ntiers: [{name: t, start: 5, end: 2, count: 1}]\nsources: [{name: a, format: beir, path: x}]\n"),
+            _write(
+                tmp_path,
+                "output_dir: o\ntiers: [{name: t, start: 5, end: 2, count: 1}]\nsources: [{name: a, format: beir, path: x}]\n",
+            ),
             DataConfig,
         )
     with pytest.raises(InputError, match="rollouts: Input should be greater than or equal to 2"):
@@ -112,7 +123,10 @@ def test_build_dataset_from_shared_collections(shared_data: Path, smollm2_dir: P
             "output_dir": tmp_path / "out",
             "tokenizer": str(smollm2_dir),
             "docs_per_query": 5,
-            "tiers": [{"name": "hard", "start": 1, "end": 10, "count": 2}, {"name": "medium", "start": 11, "end": 100, "count": 2}],
+            "tiers": [
+                {"name": "hard", "start": 1, "end": 10, "count": 2},
+                {"name": "medium", "start": 11, "end": 100, "count": 2},
+            ],
             "positive_min_grade": 2,
             "truncate_length": 64,
             "eval_fraction": 0.5,
@@ -126,7 +140,13 @@ def test_build_dataset_from_shared_collections(shared_data: Path, smollm2_dir: P
                     "instruction": "trec-dl",
                     "max_queries": 4,
                 },
-                {"name": "med", "format": "beir", "path": shared_data / "med", "max_queries": 2, "depth": 100},
+                {
+                    "name": "med",
+                    "format": "beir",
+                    "path": shared_data / "med",
+                    "max_queries": 2,
+                    "depth": 100,
+                },
             ],
         }
     )
@@ -147,7 +167,9 @@ def test_build_dataset_from_shared_collections(shared_data: Path, smollm2_dir: P
     assert params["config"]["docs_per_query"] == 5 and params["counts"]["pairs"] == len(rows)
 
 
-def test_cli_registers_train_and_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_registers_train_and_reports_config_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from erank.cli import main
 
     bad = _write(tmp_path, "model: m\ndata: d\noutput_dir: o\nrollouts: 1\n")

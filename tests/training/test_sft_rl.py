@@ -10,29 +10,32 @@ import pytest
 from erank.training.config import EvalConfig, LoraConfig, RLConfig, SFTConfig
 
 
-def test_sft_drives_the_target_loss_down_on_a_fixed_batch(tiny_qwen3_dir: Path, toy_data: Path, tmp_path: Path) -> None:
+def test_sft_drives_the_target_loss_down_on_a_fixed_batch(
+    tiny_qwen3_dir: Path, tmp_path: Path, make_toy_data
+) -> None:  # noqa: ANN001
     from erank import Reranker
     from erank.training.sft import run_sft
 
+    data = make_toy_data(tmp_path / "one", n_queries=1)  # 3 pairs: every step sees the same batch
     cfg = SFTConfig(
         model=str(tiny_qwen3_dir),
-        data=toy_data,
+        data=data,
         output_dir=tmp_path / "sft",
         lora=None,  # full fine-tuning: a random 2-layer model learns the target in a few steps
         learning_rate=1e-2,
         warmup_ratio=0.0,
         lr_scheduler_type="constant",
-        max_steps=8,
-        per_device_batch_size=9,
+        max_steps=6,
+        per_device_batch_size=3,
         logging_steps=1,
-        save_steps=4,
-        eval=EvalConfig(max_queries=2, candidates=3, truncate_length=64),
-        eval_steps=8,
+        save_steps=6,
+        eval=EvalConfig(max_queries=1, candidates=3, truncate_length=64),
+        eval_steps=6,
         cutoff=512,
     )
     summary = run_sft(cfg)
     losses = [x["loss"] for x in summary["loss"]]
-    assert summary["steps"] == 8
+    assert summary["steps"] == 6
     assert losses[-1] < 0.5 * losses[0], losses
     assert summary["val"] and 0.0 <= summary["val"][-1]["val_ndcg@10"] <= 1.0
     metrics = [json.loads(line) for line in (tmp_path / "sft/metrics.jsonl").read_text().splitlines()]
@@ -43,7 +46,9 @@ def test_sft_drives_the_target_loss_down_on_a_fixed_batch(tiny_qwen3_dir: Path, 
     assert {s.label for s in res.scores} <= {1, 9}
 
 
-def test_sft_with_lora_saves_an_adapter_and_resumes_after_a_kill(tiny_qwen3_dir: Path, toy_data: Path, tmp_path: Path) -> None:
+def test_sft_with_lora_saves_an_adapter_and_resumes_after_a_kill(
+    tiny_qwen3_dir: Path, toy_data: Path, tmp_path: Path
+) -> None:
     from erank import Reranker
     from erank.training.sft import latest_checkpoint, run_sft
 
@@ -84,7 +89,9 @@ def test_sft_loss_is_on_the_target_only(tiny_qwen3_dir: Path, toy_data: Path) ->
     # "9</answer>" + EOS, and the prompt ids are exactly what the ERank direct mode scores
     assert tok.decode([x for x in t["labels"] if x != -100]) == "9</answer>" + tok.eos_token
     pb = PromptBuilder(tok, "direct", 64)
-    prompt_ids = pb.engine.tokenizer.encode_prompt(pb.prompt(rows[0]["query"], rows[0]["doc"], rows[0]["instruction"]))
+    prompt_ids = pb.engine.tokenizer.encode_prompt(
+        pb.prompt(rows[0]["query"], rows[0]["doc"], rows[0]["instruction"])
+    )
     assert t["input_ids"][: len(t["input_ids"]) - n_target] == prompt_ids
 
 
@@ -105,7 +112,9 @@ def _rl_cfg(model: Path, data: Path, out: Path, **kw: object) -> RLConfig:
     return RLConfig.model_validate(base)
 
 
-def test_grpo_runs_checkpoints_and_resumes_to_the_same_end(scoring_tiny_dir: Path, toy_data: Path, tmp_path: Path) -> None:
+def test_grpo_runs_checkpoints_and_resumes_to_the_same_end(
+    scoring_tiny_dir: Path, toy_data: Path, tmp_path: Path
+) -> None:
     import torch
 
     from erank.training.rl import run_rl

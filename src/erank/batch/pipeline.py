@@ -335,6 +335,7 @@ def _normal_rows(
             parsed, err, obj = parse_json_line(raw)
         else:
             parsed, err = parse_record(obj)
+        row: tuple[Any, ...]
         if parsed is not None:
             qid, query, docid, text, fss = parsed
             shard = shard_of(qid, num_shards)
@@ -342,22 +343,22 @@ def _normal_rows(
         else:
             # Keep an invalid row with its query when the qid is readable, so the error lands in
             # that query's shard; otherwise a shard from its bytes (stable too).
-            qid = None
+            bad_qid: str | None = None
             if (
                 isinstance(obj, dict)
                 and isinstance(obj.get("qid"), (str, int))
                 and not isinstance(obj["qid"], bool)
             ):
-                qid = str(obj["qid"]).strip() or None
+                bad_qid = str(obj["qid"]).strip() or None
             rep = _raw_repr(obj, raw)
-            key = qid if qid is not None else f"\0{source}\0{rep}"
+            key = bad_qid if bad_qid is not None else f"\0{source}\0{rep}"
             shard = shard_of(key, num_shards)
-            docid = obj.get("docid") if isinstance(obj, dict) else None
+            bad_docid = obj.get("docid") if isinstance(obj, dict) else None
             row = (
                 shard,
-                qid,
+                bad_qid,
                 None,
-                None if docid is None else str(docid)[:200],
+                None if bad_docid is None else str(bad_docid)[:200],
                 None,
                 None,
                 err,

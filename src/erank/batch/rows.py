@@ -8,7 +8,7 @@ Everything here is plain Python so it can be tested (and reasoned about) without
 >>> parse_record({"qid": 1, "query": "q", "docid": "d1", "text": "  "})[1]
 'empty text'
 >>> shard_of("1132213", 16)
-14
+6
 >>> strictly_decreasing([3.0, 2.0, 2.0, 1.0])[2] < 2.0
 True
 """

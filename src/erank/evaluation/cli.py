@@ -82,6 +82,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--split", default="test", help="qrels split of a BEIR folder")
     p.add_argument(
+        "--no-beir-rule",
+        action="store_true",
+        help="keep retrieved documents whose id equals the query id (BEIR folders ignore them by default)",
+    )
+    p.add_argument(
         "--first-stage-only", action="store_true", help="evaluate the first stage alone (no model)"
     )
     p.add_argument(
@@ -104,7 +109,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
-    collection = load_collection(args.data, args.split)
+    collection = load_collection(args.data, args.split, beir_rule=False if args.no_beir_rule else None)
     rerankers: dict[str, Any] = {}
     if not args.first_stage_only:
         from erank.reranker import Reranker

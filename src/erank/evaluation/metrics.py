@@ -99,7 +99,8 @@ def evaluate_run(
 
     Returns ``{"aggregate": {metric: mean}, "per_query": {metric: {qid: value}}, "queries": n,
     "removed_by_protocol": k}``. Means are over the queries present in both run and qrels (trec_eval's
-    default); queries of the run without judgements are ignored.
+    default); queries of the run without judgements are ignored, and a judged query whose candidate list
+    is empty (every hit removed by the protocol) counts 0 rather than disappearing from the mean.
     """
     irm = require("ir_measures", "eval", "metrics")
     run_p, removed = apply_protocol(run, beir_rule=beir_rule, excluded_ids=excluded_ids)

@@ -94,7 +94,9 @@ class TeacherConfig(_Strict):
     mode: Literal["direct", "reasoning"] = "reasoning"
     runs: int = Field(3, ge=1, description="independent runs per pair; the one closest to the mean is kept")
     max_output_tokens: int = Field(2048, ge=1, description="outputs longer than this are dropped")
-    temperature: float = Field(1.0, gt=0, description="direct mode: runs sample the score at this temperature")
+    temperature: float = Field(
+        1.0, gt=0, description="direct mode: runs sample the score at this temperature"
+    )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -160,7 +162,7 @@ class SFTConfig(_Strict):
     model: str
     data: Path
     output_dir: Path
-    lora: LoraConfig | None = Field(default_factory=LoraConfig)
+    lora: LoraConfig | None = Field(default_factory=lambda: LoraConfig.model_validate({}))
     learning_rate: float = Field(1e-4, gt=0)
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
@@ -173,7 +175,9 @@ class SFTConfig(_Strict):
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(100, ge=1)
     save_total_limit: int | None = Field(2, ge=1)
-    eval_steps: int | None = Field(None, ge=1, description="validation nDCG@10 every n steps (and at the end)")
+    eval_steps: int | None = Field(
+        None, ge=1, description="validation nDCG@10 every n steps (and at the end)"
+    )
     eval: EvalConfig | None = None
     gradient_checkpointing: bool = Field(False, description="trade compute for memory (long cutoffs)")
     merge: bool = Field(True, description="also save a merged model folder (loadable by Reranker)")
@@ -216,7 +220,7 @@ class RLConfig(_Strict):
     max_steps: int = Field(-1, ge=-1)
     temperature: float = Field(1.0, gt=0)
     lora: LoraConfig | None = Field(None, description="None: full-parameter training (the paper)")
-    reward: RewardConfig = Field(default_factory=RewardConfig)
+    reward: RewardConfig = Field(default_factory=lambda: RewardConfig.model_validate({}))
     cutoff: int = Field(1024, ge=16)
     max_grad_norm: float = Field(1.0, gt=0)
     save_steps: int = Field(10, ge=1)

@@ -83,7 +83,10 @@ def _read_beir(src: SourceConfig) -> Collection:
     for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
         if not (root / name).is_file():
             raise DataFormatError(f"source {src.name!r}: {root / name} is missing (BEIR layout expected)")
-    docs = {str(r["_id"]): f"{r.get('title', '')} {r.get('text', '')}".strip() for r in read_jsonl(root / "corpus.jsonl")}
+    docs = {
+        str(r["_id"]): f"{r.get('title', '')} {r.get('text', '')}".strip()
+        for r in read_jsonl(root / "corpus.jsonl")
+    }
     queries = {str(r["_id"]): str(r["text"]) for r in read_jsonl(root / "queries.jsonl")}
     qrels: dict[str, dict[str, int]] = {}
     with (root / "qrels/test.tsv").open(encoding="utf-8") as fh:
@@ -103,10 +106,14 @@ def _bm25(coll: Collection, depth: int, qids: Sequence[str]) -> None:
     bm25s: Any = require("bm25s", "training", "BM25 candidates for BEIR-layout sources")
     ids = list(coll.docs)
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([coll.docs[i] for i in ids], stopwords="en", show_progress=False), show_progress=False)
+    retriever.index(
+        bm25s.tokenize([coll.docs[i] for i in ids], stopwords="en", show_progress=False), show_progress=False
+    )
     k = min(depth, len(ids))
     res, scores = retriever.retrieve(
-        bm25s.tokenize([coll.queries[q] for q in qids], stopwords="en", show_progress=False), k=k, show_progress=False
+        bm25s.tokenize([coll.queries[q] for q in qids], stopwords="en", show_progress=False),
+        k=k,
+        show_progress=False,
     )
     for row, q in enumerate(qids):
         coll.candidates[q] = [(ids[int(j)], float(s)) for j, s in zip(res[row], scores[row], strict=True)]
@@ -159,7 +166,9 @@ def load_source(src: SourceConfig) -> Collection:
     coll.queries = {q: coll.queries[q] for q in judged}
     if src.format == "beir":
         _bm25(coll, src.depth, judged)
-    coll.max_grade = src.max_grade or max((g for q in coll.qrels.values() for g in q.values()), default=1) or 1
+    coll.max_grade = (
+        src.max_grade or max((g for q in coll.qrels.values() for g in q.values()), default=1) or 1
+    )
     return coll
 
 
@@ -409,7 +418,9 @@ def build_dataset(cfg: DataConfig) -> dict[str, Any]:
             if not positive_set:
                 stats["skipped_no_positive"] += 1
                 continue
-            group = sample_group(ranked, sorted(positive_set), positive_set, cfg.tiers, cfg.docs_per_query, rng)
+            group = sample_group(
+                ranked, sorted(positive_set), positive_set, cfg.tiers, cfg.docs_per_query, rng
+            )
             stats["queries"] += 1
             for docid, tier, rank in group:
                 query, doc = coll.queries[qid], coll.docs[docid]
@@ -462,7 +473,9 @@ def build_dataset(cfg: DataConfig) -> dict[str, Any]:
     params = {
         "config": json.loads(cfg.model_dump_json()),
         "counts": stats,
-        "grade_mapping": "round(10 * grade / max_grade), unjudged 0" if cfg.grade_map is None else cfg.grade_map,
+        "grade_mapping": "round(10 * grade / max_grade), unjudged 0"
+        if cfg.grade_map is None
+        else cfg.grade_map,
         "seconds": round(time.time() - t0, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

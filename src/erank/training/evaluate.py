@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from erank.errors import InputError, require
+from erank.errors import InputError
 from erank.training.data import read_jsonl
 
 __all__ = ["ndcg_at_10", "evaluate_engine", "evaluate_model"]
@@ -25,22 +25,25 @@ logger = logging.getLogger(__name__)
 
 
 def ndcg_at_10(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> float:
-    """Mean nDCG@10 over the queries of ``run`` that have judgements (trec_eval semantics).
+    """Mean nDCG@10 over the queries of ``run`` that have judgements, through the evaluation harness
+    (:func:`erank.evaluation.metrics.evaluate_run`: ir_measures, trec_eval semantics, documents
+    taken in the order of their scores).
 
     >>> round(ndcg_at_10({"q": {"a": 1, "b": 0}}, {"q": {"b": 2.0, "a": 1.0}}), 4)
     0.6309
     """
-    ir_measures: Any = require("ir_measures", "eval", "nDCG@10")
-    # trec_eval breaks score ties by docid; give strictly decreasing scores in the intended order.
-    fixed: dict[str, dict[str, float]] = {}
-    for q, docs in run.items():
-        order = sorted(docs, key=lambda d: -docs[d])
-        fixed[q] = {d: float(len(order) - i) for i, d in enumerate(order)}
-    judged = {q: r for q, r in qrels.items() if q in fixed}
+    from erank.datasets.types import Candidate
+    from erank.evaluation.metrics import evaluate_run
+
+    ranked = {
+        q: [Candidate(d, float(s)) for d, s in sorted(docs.items(), key=lambda kv: -kv[1])]
+        for q, docs in run.items()
+    }
+    judged = {q: r for q, r in qrels.items() if q in ranked}
     if not judged:
         raise InputError("no evaluated query has judgements")
-    value = ir_measures.calc_aggregate([ir_measures.nDCG @ 10], judged, fixed)[ir_measures.nDCG @ 10]
-    return float(value)
+    result = evaluate_run({q: ranked[q] for q in judged}, judged, ["nDCG@10"])
+    return float(result["aggregate"]["nDCG@10"])
 
 
 def _rows(eval_rows: list[dict[str, Any]] | str | Path, max_queries: int | None) -> list[dict[str, Any]]:
@@ -79,7 +82,9 @@ def evaluate_engine(
             cands = r["candidates"][:candidates]
             if not cands:
                 continue
-            res = method.rerank(r["query"], [c["content"] for c in cands], r["instruction"], truncate_length=truncate_length)
+            res = method.rerank(
+                r["query"], [c["content"] for c in cands], r["instruction"], truncate_length=truncate_length
+            )
             qid = str(r["qid"])
             qrels[qid] = {str(d): int(g) for d, g in r["qrels"].items()}
             n = len(cands)

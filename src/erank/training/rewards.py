@@ -135,10 +135,7 @@ def reward_se(
     out = []
     for row, t in zip(scores, targets, strict=True):
         out.append(
-            [
-                unparsable_penalty if s is None else 1.0 - ((float(s) - float(t)) / max_score) ** 2
-                for s in row
-            ]
+            [unparsable_penalty if s is None else 1.0 - ((float(s) - float(t)) / max_score) ** 2 for s in row]
         )
     return out
 

@@ -164,7 +164,9 @@ def _chunks(items: list[int], n: int) -> list[list[int]]:
     return [items[i : i + n] for i in range(0, len(items), n)]
 
 
-def _save_checkpoint(pol: _Policy, opt: torch.optim.Optimizer, out: Path, state: dict[str, Any], keep: int = 2) -> Path:
+def _save_checkpoint(
+    pol: _Policy, opt: torch.optim.Optimizer, out: Path, state: dict[str, Any], keep: int = 2
+) -> Path:
     target = out / f"checkpoint-{state['step']}"
     tmp = out / f".tmp-checkpoint-{state['step']}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -177,7 +179,9 @@ def _save_checkpoint(pol: _Policy, opt: torch.optim.Optimizer, out: Path, state:
     torch.save(torch.get_rng_state(), tmp / "rng.pt")
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
-    ckpts = sorted((p for p in out.glob("checkpoint-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[-1]))
+    ckpts = sorted(
+        (p for p in out.glob("checkpoint-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[-1])
+    )
     for old in ckpts[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -223,14 +227,18 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
     prompts: list[list[int]] = []
     keep_rows: list[dict[str, Any]] = []
     for r in rows:
-        ids = pol.builder.engine.tokenizer.encode_prompt(pol.builder.prompt(r["query"], r["doc"], r["instruction"]))
+        ids = pol.builder.engine.tokenizer.encode_prompt(
+            pol.builder.prompt(r["query"], r["doc"], r["instruction"])
+        )
         if len(ids) + 2 > cfg.cutoff:
             continue
         prompts.append(ids)
         keep_rows.append(r)
     if not keep_rows:
         raise InputError(f"every prompt is longer than the cutoff ({cfg.cutoff} tokens)")
-    sampler = QueryGroupSampler([r["qid"] for r in keep_rows], cfg.queries_per_batch, shuffle=True, seed=cfg.seed)
+    sampler = QueryGroupSampler(
+        [r["qid"] for r in keep_rows], cfg.queries_per_batch, shuffle=True, seed=cfg.seed
+    )
     opt = torch.optim.AdamW(pol.trainable(), lr=cfg.learning_rate, weight_decay=0.0)
     state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0}
     ckpt = latest_checkpoint(out) if resume else None
@@ -253,11 +261,15 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
             st = time.time()
             # 1. rollouts from the current policy, reference log-probabilities, rewards
             with torch.no_grad():
-                old_lp = torch.cat([pol.policy_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)])
+                old_lp = torch.cat(
+                    [pol.policy_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)]
+                )
                 ref_lp = torch.cat([pol.ref_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)])
             # one seed per step: a resumed run draws the same rollouts as an uninterrupted one
             gen.manual_seed(cfg.seed * 1_000_003 + state["step"])
-            samples = torch.multinomial(old_lp.exp().cpu(), cfg.rollouts, replacement=True, generator=gen)  # (B, G)
+            samples = torch.multinomial(
+                old_lp.exp().cpu(), cfg.rollouts, replacement=True, generator=gen
+            )  # (B, G)
             ref_label = ref_lp[:, :UNPARSABLE].argmax(-1)
             adv = torch.zeros(len(batch), cfg.rollouts)
             rewards_all = torch.zeros(len(batch), cfg.rollouts)
@@ -265,9 +277,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
             for j, i in enumerate(batch):
                 by_query.setdefault(str(keep_rows[i]["qid"]), []).append(j)
             for js in by_query.values():
-                scores = [
-                    [None if int(c) == UNPARSABLE else int(c) for c in samples[j].tolist()] for j in js
-                ]
+                scores = [[None if int(c) == UNPARSABLE else int(c) for c in samples[j].tolist()] for j in js]
                 rew = compute_rewards(
                     cfg.reward.kind,
                     scores,
@@ -349,10 +359,14 @@ def _validate(pol: _Policy, eval_path: Path, cfg: RLConfig) -> dict[str, float]:
     from erank.training.config import EvalConfig
     from erank.training.evaluate import evaluate_engine
 
-    ecfg = cfg.eval or EvalConfig()
+    ecfg = cfg.eval or EvalConfig.model_validate({})
     engine = TransformersEngine(model_obj=pol.model, tokenizer_obj=pol.tok, device=str(pol.device))
     m = evaluate_engine(
-        engine, eval_path, max_queries=ecfg.max_queries, candidates=ecfg.candidates, truncate_length=ecfg.truncate_length
+        engine,
+        eval_path,
+        max_queries=ecfg.max_queries,
+        candidates=ecfg.candidates,
+        truncate_length=ecfg.truncate_length,
     )
     pol.model.train()
     return {"val_ndcg@10": m["ndcg@10"], "val_first_stage_ndcg@10": m["first_stage_ndcg@10"]}
@@ -368,4 +382,3 @@ def _export(pol: _Policy, out: Path, summary: dict[str, Any]) -> None:
     model.save_pretrained(out / "final")
     pol.tok.save_pretrained(out / "final")
     summary["final"] = str(out / "final")
-

@@ -43,7 +43,9 @@ def load_causal_lm(model: str | None, *, bf16: bool | None = None) -> tuple[Any,
     use_bf16 = torch.cuda.is_available() if bf16 is None else bf16
     try:
         tok = AutoTokenizer.from_pretrained(location)
-        lm = AutoModelForCausalLM.from_pretrained(location, dtype=torch.bfloat16 if use_bf16 else torch.float32)
+        lm = AutoModelForCausalLM.from_pretrained(
+            location, dtype=torch.bfloat16 if use_bf16 else torch.float32
+        )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load the model {location!r} for training: {exc}") from exc
     if tok.pad_token_id is None:
@@ -65,7 +67,9 @@ def load_pairs(data: str | Path) -> list[dict[str, Any]]:
     for i, r in enumerate(rows[:1]):
         missing = need - set(r)
         if missing:
-            raise InputError(f"{p}, row {i + 1}: missing fields {sorted(missing)} (not an erank training set)")
+            raise InputError(
+                f"{p}, row {i + 1}: missing fields {sorted(missing)} (not an erank training set)"
+            )
     if not rows:
         raise InputError(f"{p} has no training pairs")
     return rows
@@ -79,7 +83,9 @@ def _data_params(data: str | Path) -> dict[str, Any]:
     return {}
 
 
-def tokenize_pairs(rows: list[dict[str, Any]], tokenizer: Any, cutoff: int, truncate_length: int | None, style: str) -> list[dict[str, Any]]:
+def tokenize_pairs(
+    rows: list[dict[str, Any]], tokenizer: Any, cutoff: int, truncate_length: int | None, style: str
+) -> list[dict[str, Any]]:
     """``input_ids`` / ``labels`` per pair, the prompt rebuilt with this model's chat template."""
     from erank.training.data import PromptBuilder
 
@@ -118,7 +124,9 @@ def _eval_rows(data: str | Path) -> Path | None:
     return f if f.is_file() and f.stat().st_size > 0 else None
 
 
-def make_val_callback(trainer_ref: dict[str, Any], eval_path: Path, ecfg: EvalConfig, every: int | None, log_file: Path) -> Any:
+def make_val_callback(
+    trainer_ref: dict[str, Any], eval_path: Path, ecfg: EvalConfig, every: int | None, log_file: Path
+) -> Any:
     """A TrainerCallback that logs the validation nDCG@10 every ``every`` steps and at the end."""
     from transformers import TrainerCallback
 
@@ -129,7 +137,9 @@ def make_val_callback(trainer_ref: dict[str, Any], eval_path: Path, ecfg: EvalCo
         def _run(self, state: Any) -> None:
             trainer = trainer_ref["trainer"]
             engine = TransformersEngine(
-                model_obj=trainer.model, tokenizer_obj=trainer.processing_class, device=str(trainer.args.device)
+                model_obj=trainer.model,
+                tokenizer_obj=trainer.processing_class,
+                device=str(trainer.args.device),
             )
             m = evaluate_engine(
                 engine,
@@ -139,9 +149,18 @@ def make_val_callback(trainer_ref: dict[str, Any], eval_path: Path, ecfg: EvalCo
                 truncate_length=ecfg.truncate_length,
             )
             trainer.model.train()
-            rec = {"step": state.global_step, "val_ndcg@10": m["ndcg@10"], "val_first_stage_ndcg@10": m["first_stage_ndcg@10"]}
+            rec = {
+                "step": state.global_step,
+                "val_ndcg@10": m["ndcg@10"],
+                "val_first_stage_ndcg@10": m["first_stage_ndcg@10"],
+            }
             state.log_history.append(rec)
-            logger.info("step %d: validation nDCG@10 %.4f (first stage %.4f)", state.global_step, m["ndcg@10"], m["first_stage_ndcg@10"])
+            logger.info(
+                "step %d: validation nDCG@10 %.4f (first stage %.4f)",
+                state.global_step,
+                m["ndcg@10"],
+                m["first_stage_ndcg@10"],
+            )
             with log_file.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec) + "\n")
 
@@ -233,14 +252,19 @@ def run_sft(cfg: SFTConfig, *, resume: bool = True) -> dict[str, Any]:
     elif cfg.eval is not None:
         logger.warning("no eval.jsonl beside the training data: validation nDCG@10 is skipped")
     trainer = SFTTrainer(
-        model=model, args=targs, train_dataset=ds, processing_class=tok, peft_config=peft_config, callbacks=callbacks
+        model=model,
+        args=targs,
+        train_dataset=ds,
+        processing_class=tok,
+        peft_config=peft_config,
+        callbacks=callbacks,
     )
     trainer_ref["trainer"] = trainer
     ckpt = latest_checkpoint(out) if resume else None
     if ckpt is not None:
         logger.info("resuming from %s", ckpt)
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    final = trainer.model
+    final: Any = trainer.model
     summary: dict[str, Any] = {
         "steps": int(trainer.state.global_step),
         "train_loss": float(result.training_loss),
@@ -260,6 +284,8 @@ def run_sft(cfg: SFTConfig, *, resume: bool = True) -> dict[str, Any]:
         tok.save_pretrained(out / "merged")
         summary["merged"] = str(out / "merged")
     summary["val"] = [r for r in trainer.state.log_history if "val_ndcg@10" in r]
-    summary["loss"] = [{"step": r["step"], "loss": r["loss"]} for r in trainer.state.log_history if "loss" in r]
+    summary["loss"] = [
+        {"step": r["step"], "loss": r["loss"]} for r in trainer.state.log_history if "loss" in r
+    ]
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
