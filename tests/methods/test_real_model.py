@@ -68,24 +68,21 @@ def test_listwise_generates_and_parses_a_permutation(default_reranker):
 
 
 def test_rank1_reasons_then_answers_true_or_false(default_reranker):
-    r = Reranker(engine=default_reranker.engine, method="rank1", max_new_tokens=6)
+    r = Reranker(engine=default_reranker.engine, method="rank1", max_new_tokens=4)
     res = r.score(QUERY, DOCS[:2], return_reasoning=True)
     _check(res, 2)
     assert res.usage.model_calls == 4
     assert all(0.0 <= s.score <= 1.0 and s.reasoning is not None for s in res.scores)
-    assert 0 < res.usage.generated_tokens <= 12
+    assert 0 < res.usage.generated_tokens <= 8
     forced = r.method.last_counters["forced_answers"]
     assert forced == sum(1 for s in res.scores if "</think>" not in (s.output or ""))
 
 
-def test_setwise_reasoning_and_groupwise_generate(default_reranker):
-    s = Reranker(engine=default_reranker.engine, method="setwise", top_k=1, max_new_tokens=6)
-    res = s.score(QUERY, DOCS)
-    _check(res)
-    c = s.method.last_counters
-    assert c["choices"] == 1 and res.usage.model_calls == 1 + c["forced_choices"]
-    g = Reranker(engine=default_reranker.engine, method="groupwise", max_new_tokens=16)
+def test_groupwise_generates_scores_for_a_group(default_reranker):
+    # setwise's reasoning mode generates the same way; it is covered on the tiny model
+    # (tests/methods/test_mechanics.py) and its direct mode above, to keep this file short.
+    g = Reranker(engine=default_reranker.engine, method="groupwise", max_new_tokens=12)
     res = g.score(QUERY, DOCS, return_reasoning=True)
     _check(res)
-    assert res.usage.model_calls == 1 and res.scores[0].output
+    assert res.usage.model_calls == 1 and 0 < res.usage.generated_tokens <= 12 and res.scores[0].output
     assert res.usage.unparsed == sum(1 for x in res.scores if x.label is None)

@@ -64,6 +64,18 @@ def write_toy_data(root: Path, style: str = "direct", n_queries: int = 3) -> Pat
     return root
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():  # noqa: ANN202
+    """One intra-op thread: on the shared 2-core machine two threads spin against other jobs and the
+    tiny-model steps run about 2.5x slower (measured); restored after each module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def toy_data(tmp_path: Path) -> Path:
     return write_toy_data(tmp_path / "data")
@@ -111,6 +123,8 @@ def scoring_tiny_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -
             for target in ("1</answer>", "9</answer>"):
                 pairs.append(pb.encode(pb.prompt(q, d, resolve_instruction("beir")), target))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see _one_torch_thread (this session fixture is built before it)
     for step in range(40):
         p, c = pairs[step % len(pairs)]
         # logits only where the target is predicted (the full 49k-vocabulary rows are the cost)
@@ -119,6 +133,7 @@ def scoring_tiny_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -
         opt.zero_grad()
         loss.backward()
         opt.step()
+    torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("tiny-scoring")
     model.eval().save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)

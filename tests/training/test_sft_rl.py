@@ -36,7 +36,8 @@ def test_sft_drives_the_target_loss_down_on_a_fixed_batch(
     summary = run_sft(cfg)
     losses = [x["loss"] for x in summary["loss"]]
     assert summary["steps"] == 6
-    assert losses[-1] < 0.5 * losses[0], losses
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses  # down at every step
+    assert losses[-1] < 0.6 * losses[0], losses
     assert summary["val"] and 0.0 <= summary["val"][-1]["val_ndcg@10"] <= 1.0
     metrics = [json.loads(line) for line in (tmp_path / "sft/metrics.jsonl").read_text().splitlines()]
     assert any("loss" in m for m in metrics) and any("val_ndcg@10" in m for m in metrics)

@@ -71,6 +71,7 @@ _SCORING_KEYS = (
 _RAW_LIMIT = 1000
 #: CPUs Ray accounts to the light read/parse tasks, so they still fit beside whole-CPU scorer actors.
 _LIGHT_CPUS = 0.25
+_WAIT_FOR_WORKERS_S = 900
 
 
 @dataclass
@@ -749,6 +750,9 @@ def _run_pipeline(
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.show_progress_bars
+    # Start scoring once every worker has loaded its model, so the first shards spread over the
+    # whole pool (and a cluster that cannot place N workers fails with Ray's message, not a hang).
+    ctx.wait_for_min_actors_s = _WAIT_FOR_WORKERS_S
     paths = [str(f) for f in files]
     if fmt == "jsonl":
         ds = ray.data.read_datasource(_jsonl_datasource(paths), num_cpus=_LIGHT_CPUS)
