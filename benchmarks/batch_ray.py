@@ -6,7 +6,7 @@ once per worker count, each into a fresh output folder, and prints a Markdown ta
 rates: end to end (what a user waits for, Ray start-up and model loads included) and scoring only
 (pairs / (sum of the actors' per-shard seconds / workers): the rate of the loaded actors).
 
-    flock /tmp/erank-heavy.lock .venv/bin/python benchmarks/batch_ray.py --queries 8 --per-query 10
+    flock /tmp/erank-heavy.lock .venv/bin/python benchmarks/batch_ray.py --queries 6 --per-query 8 --chars 300
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ def main() -> int:
     ap.add_argument("--chars", type=int, default=400, help="passage prefix length in characters")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--engine", default="transformers")
+    ap.add_argument("--mode", default="direct", choices=["direct", "reasoning"])
+    ap.add_argument("--gpus-per-worker", type=float, default=0.0)
+    ap.add_argument("--ray-address", default=None, help="an existing cluster; default a local Ray per job")
     args = ap.parse_args()
 
     from erank.batch import BatchConfig, run_batch
@@ -71,9 +75,12 @@ def main() -> int:
                     inputs=[pairs],
                     output=tmp / f"out-{w}",
                     model=args.model,
-                    mode="direct",
+                    mode=args.mode,
+                    engine=args.engine,
                     workers=w,
                     cpus_per_worker=cpus,
+                    gpus_per_worker=args.gpus_per_worker,
+                    ray_address=args.ray_address,
                     num_shards=args.shards,
                 )
             )
@@ -87,7 +94,7 @@ def main() -> int:
         base = results[0][4]
         print(
             f"\n{n} pairs ({args.queries} DL20 queries x {args.per_query} BM25 passages, {args.chars} chars), "
-            f"model {args.model or 'SmolLM2-135M (embedded)'}, direct mode\n"
+            f"model {args.model or 'SmolLM2-135M (embedded)'}, {args.mode} mode, engine {args.engine}\n"
         )
         print(
             "| workers | torch threads / worker | pairs | wall s (with Ray start) | pairs/s end to end | ratio | pairs/s scoring only |"

@@ -106,6 +106,18 @@ class Reranker:
         rows = self.score(query, docs, instruction, truncate_length).as_dicts()
         return rows if top_k is None else rows[:top_k]
 
+    def as_langchain_compressor(self, top_n: int = 3, **kwargs: Any) -> Any:
+        """This reranker as a LangChain document compressor (extra ``langchain``)."""
+        from erank.integrations import langchain_compressor
+
+        return langchain_compressor(self, top_n=top_n, **kwargs)
+
+    def as_llamaindex_postprocessor(self, top_n: int = 3, **kwargs: Any) -> Any:
+        """This reranker as a LlamaIndex node postprocessor (extra ``llamaindex``)."""
+        from erank.integrations import llamaindex_postprocessor
+
+        return llamaindex_postprocessor(self, top_n=top_n, **kwargs)
+
     def close(self) -> None:
         self.engine.close()
 
