@@ -46,7 +46,7 @@ def docs_for_length(method, total_tokens: int, n: int, query: str = QUERY) -> li
         ids = tok.encode(f"doc {i}: " + " ".join(words))[: max(1, total_tokens - base)]
         text = tok.decode(ids)
         # re-tokenisation can merge/split a token at the cut; adjust to the exact length
-        while len(tok.encode_prompt(method.build_prompt(query, text, "beir"))) > total_tokens:
+        while ids and len(tok.encode_prompt(method.build_prompt(query, text, "beir"))) > total_tokens:
             ids = ids[:-1]
             text = tok.decode(ids)
         out.append(text)
