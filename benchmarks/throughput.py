@@ -37,8 +37,12 @@ def load_pairs(n: int, max_words: int) -> list[tuple[str, str]]:
     return pairs[:n]
 
 
-def naive_reference(engine, method, pairs, instruction, gen_tokens):  # noqa: ANN001, ANN201
-    """One `generate` per document, as the official Transformers example does."""
+def naive_reference(engine, method, pairs, instruction, gen_tokens, fixed=False):  # noqa: ANN001, ANN201
+    """One `generate` per document, as the official Transformers example does.
+
+    ``fixed``: generate exactly ``gen_tokens`` tokens (no early stop), to stand for a checkpoint
+    that really reasons (ERank-4B's reasoning averages about 410 tokens after RL, spec 2.3).
+    """
     tok, model = engine.hf_tokenizer, engine.model
     generated = 0
     start = time.perf_counter()
@@ -49,7 +53,7 @@ def naive_reference(engine, method, pairs, instruction, gen_tokens):  # noqa: AN
             out = model.generate(
                 **ids, max_new_tokens=gen_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
                 output_scores=True, return_dict_in_generate=True, pad_token_id=engine.pad_id,
-                stop_strings=["</answer>"], tokenizer=tok,
+                **({"min_new_tokens": gen_tokens} if fixed else {"stop_strings": ["</answer>"], "tokenizer": tok}),
             )  # fmt: skip
         generated += out.sequences.shape[1] - ids["input_ids"].shape[1]
     return time.perf_counter() - start, generated
@@ -63,6 +67,13 @@ def main() -> None:
     )
     ap.add_argument("--gen-tokens", type=int, default=32, help="reasoning budget (same for both)")
     ap.add_argument("--max-words", type=int, default=150, help="passage length cap in words (~200 tokens)")
+    ap.add_argument(
+        "--naive-fixed-tokens",
+        type=int,
+        default=410,
+        help="also time the naive reference generating exactly N tokens (0: skip)",
+    )
+    ap.add_argument("--naive-fixed-pairs", type=int, default=3, help="pairs for that fixed-length reference")
     args = ap.parse_args()
 
     from erank import Reranker
@@ -96,10 +107,21 @@ def main() -> None:
 
     t_naive, gen_naive = naive_reference(engine, reasoning.method, rp, instruction, args.gen_tokens)
 
+    fixed_row = {}
+    if args.naive_fixed_tokens:
+        fp = pairs[: args.naive_fixed_pairs]
+        t_fixed, gen_fixed = naive_reference(
+            engine, reasoning.method, fp, instruction, args.naive_fixed_tokens, True
+        )
+        fixed_row[f"naive generate per document, {args.naive_fixed_tokens} tokens"] = (
+            len(fp) / t_fixed,
+            gen_fixed / len(fp),
+        )
     rows = {
         "direct": (args.pairs / t_direct, None),
         "reasoning (batched)": (len(rp) / t_reason, gen_batched / len(rp)),
         "naive generate per document": (len(rp) / t_naive, gen_naive / len(rp)),
+        **fixed_row,
     }
     naive_pps = rows["naive generate per document"][0]
     print(
