@@ -24,25 +24,14 @@ from erank.datasets.formats import (
 )
 from erank.datasets.types import Collection, LoadStats, Run
 from erank.errors import DataFormatError, InputError
+from erank.prompts import instruction_names
 
 __all__ = ["load_collection", "load_beir", "load_trec", "load_bright", "load_followir", "load_candidates"]
 
 logger = logging.getLogger(__name__)
 
-_BRIGHT_TASKS = {
-    "biology",
-    "earth_science",
-    "economics",
-    "psychology",
-    "robotics",
-    "stackoverflow",
-    "sustainable_living",
-    "aops",
-    "leetcode",
-    "pony",
-    "theoremqa_questions",
-    "theoremqa_theorems",
-}
+# The BRIGHT tasks are the ones with a task instruction (prompts/instructions.yaml).
+_BRIGHT_TASKS = {name.split("/", 1)[1] for name in instruction_names() if name.startswith("bright/")}
 
 
 def _need(folder: Path, name: str, layout: str) -> Path:

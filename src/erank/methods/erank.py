@@ -22,7 +22,7 @@ from typing import Literal
 from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest
 from erank.errors import InputError
 from erank.methods.base import Method
-from erank.prompts import load_template, render_template
+from erank.prompts import render_template, template_text
 from erank.scoring import ScoreTokens, expected_score, label_probabilities, parse_answer, rank_score
 from erank.types import Document, DocumentScore, Usage
 
@@ -70,11 +70,7 @@ class ERankMethod(Method):
         self._mode = mode
         self.scale = scale
         self.max_new_tokens = max_new_tokens
-        self.template = (
-            load_template(template or _TEMPLATES[scale])
-            if template is None or "{" not in template
-            else template
-        )
+        self.template = template_text(template, _TEMPLATES.get(scale, "erank"))
         self.score_tokens = ScoreTokens.from_tokenizer(engine.tokenizer.encode, scale)
         self._all_score_ids = sorted({t for seq in self.score_tokens.sequences for t in seq})
         if scale != 10:

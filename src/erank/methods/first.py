@@ -26,7 +26,7 @@ from erank.methods._common import (
     sliding_window_order,
 )
 from erank.methods.base import Method
-from erank.prompts import load_template, render_template
+from erank.prompts import render_template, template_text
 from erank.types import Document, DocumentScore, Usage
 
 __all__ = ["FirstMethod", "order_from_logits"]
@@ -75,11 +75,7 @@ class FirstMethod(Method):
                     f"FIRST needs single-token identifiers; the tokenizer writes {lab!r} as {ids}"
                 )
             self.label_ids.append(ids[0])
-        self.template = (
-            load_template("first")
-            if template is None
-            else (template if "{" in template else load_template(template))
-        )
+        self.template = template_text(template, "first")
         self.answer_prefix = answer_prefix
         self.last_counters: dict[str, int] = {}
 

@@ -22,7 +22,7 @@ import re
 from erank.engines.base import Engine, GenerateRequest
 from erank.methods._common import chat_ids, check_positive, format_passages
 from erank.methods.base import Method
-from erank.prompts import load_template, render_template
+from erank.prompts import render_template, template_text
 from erank.types import Document, DocumentScore, Usage
 
 __all__ = ["GroupwiseMethod", "parse_group_scores", "group_bounds"]
@@ -82,11 +82,7 @@ class GroupwiseMethod(Method):
         self.max_new_tokens = (
             check_positive("max_new_tokens", max_new_tokens) if max_new_tokens else 8 * group_size + 16
         )
-        self.template = (
-            load_template("groupwise")
-            if template is None
-            else (template if "{" in template else load_template(template))
-        )
+        self.template = template_text(template, "groupwise")
         self.last_counters: dict[str, int] = {}
 
     def build_prompt(self, query: str, texts: list[str], instruction: str) -> str:

@@ -28,7 +28,7 @@ from erank.methods._common import (
     sliding_window_order,
 )
 from erank.methods.base import Method
-from erank.prompts import load_template, render_template
+from erank.prompts import render_template, template_text
 from erank.types import Document, DocumentScore, Usage
 
 __all__ = ["ListwiseMethod"]
@@ -66,11 +66,7 @@ class ListwiseMethod(Method):
         self.max_new_tokens = (
             check_positive("max_new_tokens", max_new_tokens) if max_new_tokens else 6 * window + 16
         )
-        self.template = (
-            load_template("listwise")
-            if template is None
-            else (template if "{" in template else load_template(template))
-        )
+        self.template = template_text(template, "listwise")
         self.answer_prefix = answer_prefix
         self.last_counters: dict[str, int] = {}
 

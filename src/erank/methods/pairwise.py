@@ -31,7 +31,7 @@ from erank.methods._common import (
     two_way_probability,
 )
 from erank.methods.base import Method
-from erank.prompts import load_template, render_template
+from erank.prompts import render_template, template_text
 from erank.types import Document, DocumentScore, Usage
 
 __all__ = ["PairwiseMethod", "PairwiseAllPairsMethod", "pair_outcome"]
@@ -84,11 +84,7 @@ class PairwiseMethod(Method):
         self.top_k = check_positive("top_k", top_k)
         if variant == "allpairs":
             self.name = "pairwise-allpairs"
-        self.template = (
-            load_template("pairwise")
-            if template is None
-            else (template if "{" in template else load_template(template))
-        )
+        self.template = template_text(template, "pairwise")
         enc = engine.tokenizer.encode
         self.a_ids = single_token_ids(enc, [" A", "A"])
         self.b_ids = single_token_ids(enc, [" B", "B"])

@@ -25,7 +25,7 @@ from erank.engines.base import Engine, GenerateRequest, LogprobRequest
 from erank.errors import InputError
 from erank.methods._common import chat_ids, check_positive, format_passages, heap_topk, scores_from_order
 from erank.methods.base import Method
-from erank.prompts import load_template, render_template
+from erank.prompts import render_template, template_text
 from erank.types import Document, DocumentScore, Usage
 
 __all__ = ["SetwiseMethod", "parse_choice", "DIRECT_CHOICE_SUFFIX"]
@@ -86,11 +86,7 @@ class SetwiseMethod(Method):
             )
         self.top_k = check_positive("top_k", top_k)
         self.max_new_tokens = check_positive("max_new_tokens", max_new_tokens)
-        self.template = (
-            load_template("setwise")
-            if template is None
-            else (template if "{" in template else load_template(template))
-        )
+        self.template = template_text(template, "setwise")
         self.label_ids: list[int] = []
         for k in range(1, num_child + 2):
             ids = engine.tokenizer.encode(str(k))

@@ -22,7 +22,7 @@ from erank.engines.base import Engine, GenerateRequest, LogprobRequest
 from erank.errors import InputError
 from erank.methods._common import check_positive, single_token_ids, two_way_probability
 from erank.methods.base import Method
-from erank.prompts import load_template, render_template
+from erank.prompts import render_template, template_text
 from erank.types import Document, DocumentScore, Usage
 
 __all__ = ["YesNoMethod", "Rank1Method", "THINK_OPEN", "THINK_CLOSE"]
@@ -35,12 +35,6 @@ YES_VARIANTS = ("yes", "Yes", " yes", " Yes", "YES")
 NO_VARIANTS = ("no", "No", " no", " No", "NO")
 TRUE_VARIANTS = ("true", " true", "True", " True")
 FALSE_VARIANTS = ("false", " false", "False", " False")
-
-
-def _template(template: str | None, default: str) -> str:
-    if template is None:
-        return load_template(default)
-    return template if "{" in template else load_template(template)
 
 
 def _answer_ids(engine: Engine, pos: tuple[str, ...], neg: tuple[str, ...]) -> tuple[list[int], list[int]]:
@@ -67,7 +61,7 @@ class YesNoMethod(Method):
 
     def __init__(self, engine: Engine, *, template: str | None = None, answer_prefix: str = "") -> None:
         super().__init__(engine)
-        self.template = _template(template, "yesno")
+        self.template = template_text(template, "yesno")
         self.answer_prefix = answer_prefix
         self.yes_ids, self.no_ids = _answer_ids(engine, YES_VARIANTS, NO_VARIANTS)
         self.last_counters: dict[str, int] = {}
@@ -116,7 +110,7 @@ class Rank1Method(Method):
     def __init__(self, engine: Engine, *, max_new_tokens: int = 1024, template: str | None = None) -> None:
         super().__init__(engine)
         self.max_new_tokens = check_positive("max_new_tokens", max_new_tokens)
-        self.template = _template(template, "rank1")
+        self.template = template_text(template, "rank1")
         self.true_ids, self.false_ids = _answer_ids(engine, TRUE_VARIANTS, FALSE_VARIANTS)
         self.last_counters: dict[str, int] = {}
 

@@ -22,6 +22,7 @@ from erank.errors import InputError
 
 __all__ = [
     "load_template",
+    "template_text",
     "render_template",
     "resolve_instruction",
     "instruction_names",
@@ -39,6 +40,14 @@ def load_template(name: str) -> str:
         return resources.files(__package__).joinpath(f"{name}.txt").read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise InputError(f"unknown prompt template {name!r}") from exc
+
+
+def template_text(template: str | None, default: str) -> str:
+    """The text of a method's template: ``default`` by name when ``template`` is None, else
+    ``template`` itself when it is a template text (has a ``{placeholder}``), else the named file."""
+    if template is None:
+        return load_template(default)
+    return template if "{" in template else load_template(template)
 
 
 def template_placeholders(text: str) -> set[str]:
