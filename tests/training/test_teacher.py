@@ -18,7 +18,9 @@ def _cfg(tmp_path: Path, model: Path, **teacher: object) -> DataConfig:
     )
 
 
-def test_reasoning_teacher_keeps_the_reasoning_and_the_score(tmp_path: Path, answering_tiny_dir: Path) -> None:
+def test_reasoning_teacher_keeps_the_reasoning_and_the_score(
+    tmp_path: Path, answering_tiny_dir: Path
+) -> None:
     cfg = _cfg(tmp_path, answering_tiny_dir, mode="reasoning", runs=3, max_output_tokens=24)
     teacher = Reranker(str(answering_tiny_dir), mode="reasoning", max_new_tokens=24)
     out = _teacher_label(teacher, cfg, "a query", "a document", "beir", random.Random(0))
