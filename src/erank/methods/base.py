@@ -115,6 +115,13 @@ class Method(ABC):
             mode=self.mode,
         )
 
+    def _truncate_inputs(
+        self, query: str, docs: list[Document], truncate_length: int | None
+    ) -> tuple[str, list[tuple[str, bool]]]:
+        """The query and every document cut to ``truncate_length`` tokens (``(text, was_cut)`` each)."""
+        q, _ = self.truncate(query, truncate_length)
+        return q, [self.truncate(d.content, truncate_length) for d in docs]
+
     def _ranking(self, scores: list[DocumentScore]) -> list[int]:
         return ranking_from_scores([s.score for s in scores])
 

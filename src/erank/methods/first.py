@@ -97,8 +97,7 @@ class FirstMethod(Method):
         truncate_length: int | None,
         return_reasoning: bool,
     ) -> tuple[list[DocumentScore], Usage]:
-        q, _ = self.truncate(query, truncate_length)
-        cut = [self.truncate(d.content, truncate_length) for d in docs]
+        q, cut = self._truncate_inputs(query, docs, truncate_length)
         usage = Usage()
         windows = 0
 

@@ -104,8 +104,7 @@ class GroupwiseMethod(Method):
         truncate_length: int | None,
         return_reasoning: bool,
     ) -> tuple[list[DocumentScore], Usage]:
-        q, _ = self.truncate(query, truncate_length)
-        cut = [self.truncate(d.content, truncate_length) for d in docs]
+        q, cut = self._truncate_inputs(query, docs, truncate_length)
         groups = group_bounds(len(docs), self.group_size)
         prompts = [
             chat_ids(self.engine, self.build_prompt(q, [c[0] for c in cut[s:e]], instruction))

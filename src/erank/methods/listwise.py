@@ -88,8 +88,7 @@ class ListwiseMethod(Method):
         truncate_length: int | None,
         return_reasoning: bool,
     ) -> tuple[list[DocumentScore], Usage]:
-        q, _ = self.truncate(query, truncate_length)
-        cut = [self.truncate(d.content, truncate_length) for d in docs]
+        q, cut = self._truncate_inputs(query, docs, truncate_length)
         usage = Usage()
         outputs: list[str] = []
         counters = {"windows": 0, "repaired_windows": 0}

@@ -110,8 +110,7 @@ class PairwiseMethod(Method):
         truncate_length: int | None,
         return_reasoning: bool,
     ) -> tuple[list[DocumentScore], Usage]:
-        q, _ = self.truncate(query, truncate_length)
-        cut = [self.truncate(d.content, truncate_length) for d in docs]
+        q, cut = self._truncate_inputs(query, docs, truncate_length)
         texts = [c[0] for c in cut]
         usage = Usage()
         comparisons = 0

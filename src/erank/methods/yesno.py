@@ -79,8 +79,7 @@ class YesNoMethod(Method):
         truncate_length: int | None,
         return_reasoning: bool,
     ) -> tuple[list[DocumentScore], Usage]:
-        q, _ = self.truncate(query, truncate_length)
-        cut = [self.truncate(d.content, truncate_length) for d in docs]
+        q, cut = self._truncate_inputs(query, docs, truncate_length)
         prompts = [self.engine.tokenizer.encode_prompt(self.build_prompt(q, t, instruction)) for t, _ in cut]
         ids = self.yes_ids + self.no_ids
         results = self.engine.logprobs([LogprobRequest(prompt_ids=p, token_ids=ids) for p in prompts])
@@ -128,8 +127,7 @@ class Rank1Method(Method):
         return_reasoning: bool,
     ) -> tuple[list[DocumentScore], Usage]:
         tok = self.engine.tokenizer
-        q, _ = self.truncate(query, truncate_length)
-        cut = [self.truncate(d.content, truncate_length) for d in docs]
+        q, cut = self._truncate_inputs(query, docs, truncate_length)
         prompts = [tok.encode_prompt(self.build_prompt(q, t, instruction)) for t, _ in cut]
         gens = self.engine.generate(
             [
