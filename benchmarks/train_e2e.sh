@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # End-to-end ERank training on CPU (issue 6): data -> eval(untrained) -> SFT -> eval -> GRPO -> eval.
 #
-#   nice -n 5 nohup benchmarks/train_e2e.sh > runs/toy/e2e.log 2>&1 &
+#   nohup taskset -c 1 benchmarks/train_e2e.sh > runs/toy/e2e.log 2>&1 &
 #
+# (one core, one torch thread: the other core stays free for other work; THREADS=2 and no
+# taskset to use both)
 # Model: SmolLM2-135M-Instruct (the embedded default). Data: configs/train/toy-*.yaml
 # (DL20 + Cranfield + MED for training, DL21 held out). Every stage is a plain `erank train`
-# command; the evaluation reranks the BM25 top-$CANDS of $EVAL_QUERIES held-out DL21 queries in
-# direct mode, documents cut to 128 tokens. Results: runs/toy/e2e-results.jsonl.
+# command; the evaluation reranks the BM25 top-$CANDS of the held-out DL21 queries (all 53, or the
+# first $EVAL_QUERIES) in direct mode, documents cut to 128 tokens, and also reports the hybrid
+# with BM25 (alpha 0.2). Results: runs/toy/e2e-results.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${THREADS:-1}
 ERANK=${ERANK:-.venv/bin/erank}
 OUT=${OUT:-runs/toy}
-EVAL_QUERIES=${EVAL_QUERIES:-4}
-CANDS=${CANDS:-5}
+EVAL_QUERIES=${EVAL_QUERIES:-}
+CANDS=${CANDS:-10}
 mkdir -p "$OUT"
 RES="$OUT/e2e-results.jsonl"
 : > "$RES"
@@ -30,7 +33,8 @@ stage() {  # name, command...
 }
 
 evaluate() {  # name, model
-  stage "eval-$1" "$ERANK" train eval "$2" "$OUT/data/eval.jsonl" --max-queries "$EVAL_QUERIES" --candidates "$CANDS" --truncate-length 128
+  stage "eval-$1" "$ERANK" train eval "$2" "$OUT/data/eval.jsonl" ${EVAL_QUERIES:+--max-queries "$EVAL_QUERIES"} \
+    --candidates "$CANDS" --truncate-length 128
 }
 
 if [ -z "${SKIP_DATA:-}" ] || [ ! -f "$OUT/data/train.jsonl" ]; then

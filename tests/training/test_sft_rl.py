@@ -143,10 +143,58 @@ def test_grpo_runs_checkpoints_and_resumes_to_the_same_end(
     assert (tmp_path / "b/final/config.json").is_file()
 
 
-def test_grpo_rejects_reasoning_style_data(tiny_qwen3_dir: Path, tmp_path: Path, make_toy_data) -> None:  # noqa: ANN001
-    from erank.errors import InputError
+def test_completion_logprobs_match_one_sequence_at_a_time(
+    tiny_qwen3_dir: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    """Left-padded prompts + right-padded completions give each completion token the log-probability
+    the model gives it in an unpadded forward pass (the reasoning-style GRPO loss rests on this)."""
+    import torch
+
+    from erank.training.rl import _Policy
+
+    pol = _Policy(_rl_cfg(tiny_qwen3_dir, toy_data, tmp_path / "o"), "reasoning")
+    pol.model.eval()
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
+    comps = [[20, 21], [22, 23, 24, 25]]
+    with torch.no_grad():
+        lp, mask = pol.completion_logprobs(pol.model, prompts, comps)
+        assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+        assert lp[0, 2:].abs().sum() == 0
+        for r, (p, c) in enumerate(zip(prompts, comps, strict=True)):
+            logits = pol.model(input_ids=torch.tensor([p + c])).logits[0].float()
+            want = torch.log_softmax(logits[len(p) - 1 : len(p) + len(c) - 1], -1)
+            want = want.gather(-1, torch.tensor(c).unsqueeze(-1)).squeeze(-1)
+            assert torch.allclose(lp[r, : len(c)], want, atol=1e-4), (r, lp[r], want)
+
+
+def test_grpo_reasoning_style_runs_checkpoints_and_resumes(
+    answering_tiny_dir: Path,
+    tmp_path: Path,
+    make_toy_data,  # noqa: ANN001
+) -> None:
+    """Reasoning-style rollouts: G generated completions per document, parsed, rewarded listwise."""
+    import torch
+
     from erank.training.rl import run_rl
 
-    data = make_toy_data(tmp_path / "r", style="reasoning")
-    with pytest.raises(InputError, match="target_style: direct"):
-        run_rl(_rl_cfg(tiny_qwen3_dir, data, tmp_path / "out"))
+    data = make_toy_data(tmp_path / "r", style="reasoning", n_queries=2)
+    kw: dict[str, object] = dict(max_new_tokens=24, temperature=1.1, micro_batch=6)
+    first = run_rl(_rl_cfg(answering_tiny_dir, data, tmp_path / "a", **kw), stop_after=1)
+    assert first["stopped"]
+    resumed = run_rl(_rl_cfg(answering_tiny_dir, data, tmp_path / "a", **kw))
+    assert resumed["steps"] == 2 and resumed["style"] == "reasoning"
+    assert run_rl(_rl_cfg(answering_tiny_dir, data, tmp_path / "b", **kw))["steps"] == 2
+    wa = torch.load(tmp_path / "a/checkpoint-2/trainable.pt")
+    wb = torch.load(tmp_path / "b/checkpoint-2/trainable.pt")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa), "a resumed run drew other rollouts"
+    metrics = [json.loads(line) for line in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(m["docs"] == 3 for m in metrics)
+    # trained to answer <think>short</think><answer>7</answer>; at temperature 1.1 most rollouts parse,
+    # some do not, so rewards differ within a group and the advantages are not all 0
+    assert min(m["unparsable"] for m in metrics) < 0.5
+    assert all(0 < m["completion_tokens"] <= 24 for m in metrics)
+    assert all(m["kl"] >= 0.0 for m in metrics)
+    w0 = torch.load(tmp_path / "a/checkpoint-1/trainable.pt")
+    assert any(not torch.equal(w0[k], wa[k]) for k in wa), "the second step changed nothing"
+    assert (tmp_path / "b/final/config.json").is_file()

@@ -33,12 +33,17 @@ def _run(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from erank.training.evaluate import evaluate_model
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     m = evaluate_model(
         None if args.model in ("default", "none") else args.model,
         args.eval_file,
         max_queries=args.max_queries,
         candidates=args.candidates,
         truncate_length=args.truncate_length,
+        alpha=args.alpha,
     )
     sys.stdout.write(json.dumps(m) + "\n")
     return 0
@@ -65,4 +70,6 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--max-queries", type=int, default=None)
     ev.add_argument("--candidates", type=int, default=10)
     ev.add_argument("--truncate-length", type=int, default=2048)
+    ev.add_argument("--alpha", type=float, default=0.2, help="first-stage weight of hybrid_ndcg@10")
+    ev.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ev.set_defaults(func=_eval)

@@ -219,6 +219,12 @@ class RLConfig(_Strict):
     inner_epochs: int = Field(1, ge=1, description="optimisation passes over one batch of rollouts")
     max_steps: int = Field(-1, ge=-1)
     temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(
+        1024, ge=8, description="reasoning style: longest rollout (the paper: responses up to 1024 tokens)"
+    )
+    micro_batch: int = Field(
+        8, ge=1, description="sequences per forward/backward pass (gradients accumulate over a step)"
+    )
     lora: LoraConfig | None = Field(None, description="None: full-parameter training (the paper)")
     reward: RewardConfig = Field(default_factory=lambda: RewardConfig.model_validate({}))
     cutoff: int = Field(1024, ge=16)

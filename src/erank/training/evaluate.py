@@ -62,9 +62,17 @@ def evaluate_engine(
     candidates: int = 10,
     truncate_length: int | None = 2048,
     mode: str = "direct",
+    alpha: float = 0.2,
 ) -> dict[str, float]:
-    """Rerank the eval split with ERank on ``engine``; nDCG@10 of the reranking and of the first stage."""
+    """Rerank the eval split with ERank on ``engine``; nDCG@10 of the reranking and of the first stage.
+
+    Also ``hybrid_ndcg@10`` (spec 2.4: ``alpha`` x z(first-stage score) + (1 - alpha) x
+    z(rank_score) per query; documents without a first-stage ``score`` use their reversed rank) and
+    ``label0_share``, the share of documents whose parsed label is 0 (rank_score exactly 0, so a
+    model that answers 0 to everything keeps the input order).
+    """
     from erank.methods.erank import ERankMethod
+    from erank.scoring import zscores
 
     rows = _rows(eval_rows, max_queries)
     method = ERankMethod(engine, mode=mode)  # type: ignore[arg-type]
@@ -76,7 +84,8 @@ def evaluate_engine(
     qrels: dict[str, dict[str, int]] = {}
     run: dict[str, dict[str, float]] = {}
     first: dict[str, dict[str, float]] = {}
-    pairs = 0
+    hybrid: dict[str, dict[str, float]] = {}
+    pairs = label0 = 0
     try:
         for r in rows:
             cands = r["candidates"][:candidates]
@@ -90,6 +99,13 @@ def evaluate_engine(
             n = len(cands)
             run[qid] = {str(cands[i]["docid"]): float(n - pos) for pos, i in enumerate(res.ranking)}
             first[qid] = {str(c["docid"]): float(n - i) for i, c in enumerate(cands)}
+            fs = [float(c.get("score", n - i)) for i, c in enumerate(cands)]
+            fused = [
+                alpha * a + (1.0 - alpha) * b
+                for a, b in zip(zscores(fs), zscores([sc.score for sc in res.scores]), strict=True)
+            ]
+            hybrid[qid] = {str(c["docid"]): v for c, v in zip(cands, fused, strict=True)}
+            label0 += sum(1 for sc in res.scores if sc.label == 0)
             pairs += n
     finally:
         if model is not None and was_training:
@@ -97,6 +113,9 @@ def evaluate_engine(
     return {
         "ndcg@10": ndcg_at_10(qrels, run),
         "first_stage_ndcg@10": ndcg_at_10(qrels, first),
+        "hybrid_ndcg@10": ndcg_at_10(qrels, hybrid),
+        "alpha": alpha,
+        "label0_share": label0 / pairs if pairs else 0.0,
         "queries": float(len(run)),
         "pairs": float(pairs),
         "seconds": round(time.time() - t0, 1),
@@ -112,6 +131,7 @@ def evaluate_model(
     truncate_length: int | None = 2048,
     mode: str = "direct",
     device: str | None = None,
+    alpha: float = 0.2,
 ) -> dict[str, float]:
     """Load ``model`` (folder, GGUF, adapter folder, ``None`` = default) and run :func:`evaluate_engine`."""
     from erank.reranker import Reranker
@@ -125,6 +145,7 @@ def evaluate_model(
             candidates=candidates,
             truncate_length=truncate_length,
             mode=mode,
+            alpha=alpha,
         )
     finally:
         rr.close()

@@ -15,8 +15,16 @@ Why a loop of our own and not TRL's ``GRPOTrainer`` (read in trl 1.16,
   exact log-probabilities come from one forward pass over the prompt (the 12-way distribution
   "0".."10" or unparsable, see :func:`score_logprobs`). ``GRPOTrainer`` would call ``generate``
   G times per prompt and decode text, which is far slower on a CPU and no more exact;
+* in ``reasoning`` style (the paper's) a rollout is a whole generated completion
+  (``<think>...</think><answer>s</answer>``, at most ``max_new_tokens``), sampled with
+  ``generate(do_sample=True, top_k=0, top_p=1)`` at ``temperature``; the loss is token-level
+  (per-token ratio and k3 KL, averaged over each completion's tokens, then over rollouts, as in
+  GRPO). A completion without a parsable answer (including one cut by the length limit) gets
+  the unparsable penalty;
 * the r_RR reward needs the reference (SFT) model's own score of each document, which is
-  computed here in the same pass as the KL term.
+  computed here in the same pass as the KL term (direct style), or as the reference model's
+  most probable score in a direct-mode forward pass (reasoning style: one pass per document
+  instead of a greedy reasoning generation; cached for the run).
 
 So batches come from :class:`~erank.training.sampler.QueryGroupSampler` (whole queries), the
 advantage is normalised over the G rollouts of each prompt (document), and the loss is the
@@ -93,7 +101,7 @@ class GRPOStepStats(dict):  # type: ignore[type-arg]
 class _Policy:
     """The model, its reference, the score tokens and batched forward passes."""
 
-    def __init__(self, cfg: RLConfig) -> None:
+    def __init__(self, cfg: RLConfig, style: str = "direct") -> None:
         from erank.training.data import PromptBuilder
         from erank.training.sft import load_causal_lm
 
@@ -121,9 +129,12 @@ class _Policy:
             for p in self.ref.parameters():
                 p.requires_grad_(False)
         self.model = model
-        self.builder = PromptBuilder(tok, "direct", None)
+        self.style = style
+        self.builder = PromptBuilder(tok, style, None)
+        self.direct_builder = self.builder if style == "direct" else PromptBuilder(tok, "direct", None)
         self.st = ScoreTokens.from_tokenizer(self.builder.engine.tokenizer.encode, cfg.reward.max_score)
-        self.pad = int(tok.pad_token_id)
+        self.pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        self.eos = int(tok.eos_token_id)
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -158,6 +169,95 @@ class _Policy:
             return self._forward(self.ref, prompts)
         with self.model.disable_adapter():
             return self._forward(self.model, prompts)
+
+    # ---------------------------------------------------------------- reasoning style
+    def completion_logprobs(
+        self, net: Any, prompts: list[list[int]], completions: list[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probabilities of ``completions`` after their ``prompts``: ``(lp, mask)``,
+        both ``(B, L)`` with ``L`` the longest completion (padding has mask 0 and lp 0).
+
+        Prompts are left-padded and completions right-padded so that every completion starts
+        at the same column; only the completion positions go through the LM head.
+        """
+        p_w = max(len(p) for p in prompts)
+        c_w = max(1, max(len(c) for c in completions))
+        ids = torch.full((len(prompts), p_w + c_w), self.pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+            ids[r, p_w - len(p) : p_w] = torch.tensor(p)
+            mask[r, p_w - len(p) : p_w] = 1
+            if c:
+                ids[r, p_w : p_w + len(c)] = torch.tensor(c)
+                mask[r, p_w : p_w + len(c)] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = net(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=pos.to(self.device),
+            logits_to_keep=c_w + 1,
+            use_cache=False,
+        )
+        logits = out.logits[:, :-1, :].float() / self.cfg.temperature  # predicts columns p_w..
+        target = ids[:, p_w:].to(self.device)
+        lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        cmask = mask[:, p_w:].to(self.device, dtype=lp.dtype)
+        return lp * cmask, cmask
+
+    def ref_completion_logprobs(
+        self, prompts: list[list[int]], completions: list[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            if self.ref is not None:
+                return self.completion_logprobs(self.ref, prompts, completions)
+            with self.model.disable_adapter():
+                return self.completion_logprobs(self.model, prompts, completions)
+
+    @torch.no_grad()
+    def sample(self, prompts: list[list[int]], rollouts: int, seed: int) -> list[list[list[int]]]:
+        """``rollouts`` sampled completions per prompt (token ids, ending with EOS unless the
+        length limit cut them), from the current policy."""
+        p_w = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), p_w), self.pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, p in enumerate(prompts):
+            ids[r, p_w - len(p) :] = torch.tensor(p)
+            mask[r, p_w - len(p) :] = 1
+        was_training = self.model.training
+        self.model.eval()
+        torch.manual_seed(seed)
+        try:
+            out = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                do_sample=True,
+                temperature=self.cfg.temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=self.cfg.max_new_tokens,
+                num_return_sequences=rollouts,
+                pad_token_id=self.pad,
+                eos_token_id=self.eos,
+            )
+        finally:
+            if was_training:
+                self.model.train()
+        result: list[list[list[int]]] = []
+        for r in range(len(prompts)):
+            group = []
+            for g in range(rollouts):
+                seq = out[r * rollouts + g, p_w:].tolist()
+                if self.eos in seq:
+                    seq = seq[: seq.index(self.eos) + 1]
+                group.append(seq)
+            result.append(group)
+        return result
+
+    @torch.no_grad()
+    def ref_direct_scores(self, prompts: list[list[int]]) -> list[float]:
+        """The reference model's most probable score in direct mode (r_RR's reference score)."""
+        lp = self.ref_logprobs(prompts)
+        return [float(v) for v in lp[:, :UNPARSABLE].argmax(-1).tolist()]
 
 
 def _chunks(items: list[int], n: int) -> list[list[int]]:
@@ -198,9 +298,173 @@ def _load_checkpoint(pol: _Policy, opt: torch.optim.Optimizer, ckpt: Path) -> di
     return dict(json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
 
 
+def _query_rewards(
+    cfg: RLConfig,
+    rows: list[dict[str, Any]],
+    batch: list[int],
+    scores: list[list[int | None]],
+    ref_scores: list[float],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards and advantages ``(B, G)``: the reward listwise over each query's N x G scores."""
+    rparams = cfg.reward.model_dump(exclude={"kind"})
+    adv = torch.zeros(len(batch), cfg.rollouts)
+    rewards_all = torch.zeros(len(batch), cfg.rollouts)
+    by_query: dict[str, list[int]] = {}
+    for j, i in enumerate(batch):
+        by_query.setdefault(str(rows[i]["qid"]), []).append(j)
+    for js in by_query.values():
+        rew = compute_rewards(
+            cfg.reward.kind,
+            [scores[j] for j in js],
+            [bool(rows[batch[j]]["is_positive"]) for j in js],
+            [float(rows[batch[j]]["target"]) for j in js],
+            [ref_scores[j] for j in js],
+            rparams,
+        )
+        for j, rw in zip(js, rew, strict=True):
+            rewards_all[j] = torch.tensor(rw)
+            adv[j] = torch.tensor(group_advantages(rw))
+    return rewards_all, adv
+
+
+def _direct_step(
+    pol: _Policy,
+    opt: torch.optim.Optimizer,
+    cfg: RLConfig,
+    rows: list[dict[str, Any]],
+    prompts: list[list[int]],
+    batch: list[int],
+    step: int,
+) -> dict[str, Any]:
+    """One GRPO step on direct-style rollouts (the score after ``<answer>``)."""
+    chunk = cfg.micro_batch
+    # 1. rollouts from the current policy, reference log-probabilities, rewards
+    with torch.no_grad():
+        old_lp = torch.cat([pol.policy_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)])
+        ref_lp = torch.cat([pol.ref_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)])
+    # one seed per step: a resumed run draws the same rollouts as an uninterrupted one
+    gen = torch.Generator()
+    gen.manual_seed(cfg.seed * 1_000_003 + step)
+    samples = torch.multinomial(old_lp.exp().cpu(), cfg.rollouts, replacement=True, generator=gen)  # (B, G)
+    ref_label = ref_lp[:, :UNPARSABLE].argmax(-1)
+    scores = [
+        [None if int(c) == UNPARSABLE else int(c) for c in samples[j].tolist()] for j in range(len(batch))
+    ]
+    rewards_all, adv = _query_rewards(cfg, rows, batch, scores, [float(v) for v in ref_label.tolist()])
+    old_sel = old_lp.cpu().gather(1, samples)
+    ref_sel = ref_lp.cpu().gather(1, samples)
+    # 2. clipped surrogate + k3 KL, gradient accumulated chunk by chunk
+    n_roll = len(batch) * cfg.rollouts
+    loss_sum = kl_sum = clip_sum = 0.0
+    for _ in range(cfg.inner_epochs):
+        opt.zero_grad(set_to_none=True)
+        for c in _chunks(list(range(len(batch))), chunk):
+            new_lp = pol.policy_logprobs([prompts[batch[j]] for j in c])
+            idx = torch.tensor(c)
+            new_sel = new_lp.gather(1, samples[idx].to(new_lp.device))
+            ratio = (new_sel - old_sel[idx].to(new_sel.device)).exp()
+            a = adv[idx].to(new_sel.device)
+            surr = torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
+            d = ref_sel[idx].to(new_sel.device) - new_sel
+            kl = d.exp() - d - 1.0
+            loss = (-surr + cfg.kl_coef * kl).sum() / n_roll
+            loss.backward()
+            loss_sum += float(loss.detach())
+            kl_sum += float(kl.detach().sum())
+            clip_sum += float(((ratio.detach() - 1).abs() > cfg.clip).float().sum())
+        torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
+        opt.step()
+    return {
+        "loss": loss_sum / cfg.inner_epochs,
+        "reward": float(rewards_all.mean()),
+        "kl": kl_sum / (n_roll * cfg.inner_epochs),
+        "clip_frac": clip_sum / (n_roll * cfg.inner_epochs),
+        "unparsable": float((samples == UNPARSABLE).float().mean()),
+    }
+
+
+def _reasoning_step(
+    pol: _Policy,
+    opt: torch.optim.Optimizer,
+    cfg: RLConfig,
+    rows: list[dict[str, Any]],
+    prompts: list[list[int]],
+    direct_prompts: list[list[int]],
+    ref_cache: dict[int, float],
+    batch: list[int],
+    step: int,
+) -> dict[str, Any]:
+    """One GRPO step on reasoning-style rollouts (whole generated completions), token-level loss."""
+    from erank.scoring import parse_answer
+
+    g_n = cfg.rollouts
+    # 1. G completions per document from the current policy (seeded per step: resumable)
+    comps: list[list[int]] = []  # flat, document-major: index j * G + g
+    for k, c in enumerate(_chunks(batch, max(1, cfg.micro_batch // g_n))):
+        seed = (cfg.seed * 1_000_003 + step) * 1_009 + k
+        for group in pol.sample([prompts[i] for i in c], g_n, seed):
+            comps.extend(group)
+    scores: list[list[int | None]] = []
+    for j in range(len(batch)):
+        texts = [pol.tok.decode(comps[j * g_n + g], skip_special_tokens=True) for g in range(g_n)]
+        scores.append([parse_answer(t, cfg.reward.max_score)[0] for t in texts])
+    missing = [i for i in batch if i not in ref_cache]
+    for c in _chunks(missing, cfg.micro_batch):
+        for i, v in zip(c, pol.ref_direct_scores([direct_prompts[i] for i in c]), strict=True):
+            ref_cache[i] = v
+    rewards_all, adv = _query_rewards(cfg, rows, batch, scores, [ref_cache[i] for i in batch])
+    flat_prompts = [prompts[batch[j // g_n]] for j in range(len(comps))]
+    flat_adv = adv.reshape(-1)
+    # 2. old (sampling-time) and reference per-token log-probabilities
+    old: list[torch.Tensor] = []
+    ref: list[torch.Tensor] = []
+    chunks = _chunks(list(range(len(comps))), cfg.micro_batch)
+    with torch.no_grad():
+        for c in chunks:
+            lp, _ = pol.completion_logprobs(pol.model, [flat_prompts[j] for j in c], [comps[j] for j in c])
+            rlp, _ = pol.ref_completion_logprobs([flat_prompts[j] for j in c], [comps[j] for j in c])
+            old.append(lp.detach())
+            ref.append(rlp.detach())
+    # 3. clipped surrogate + k3 KL per token, mean over each completion's tokens, mean over rollouts
+    n_roll = len(comps)
+    loss_sum = kl_sum = clip_sum = 0.0
+    n_tok = 0.0
+    for _ in range(cfg.inner_epochs):
+        opt.zero_grad(set_to_none=True)
+        for c, old_c, ref_c in zip(chunks, old, ref, strict=True):
+            new_lp, m = pol.completion_logprobs(
+                pol.model, [flat_prompts[j] for j in c], [comps[j] for j in c]
+            )
+            ratio = (new_lp - old_c).exp()
+            a = flat_adv[torch.tensor(c)].to(new_lp.device).unsqueeze(-1)
+            surr = torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
+            d = ref_c - new_lp
+            kl = (d.exp() - d - 1.0) * m
+            per_tok = (-surr + cfg.kl_coef * kl) * m
+            loss = (per_tok.sum(-1) / m.sum(-1).clamp(min=1.0)).sum() / n_roll
+            loss.backward()
+            loss_sum += float(loss.detach())
+            kl_sum += float(kl.detach().sum())
+            clip_sum += float((((ratio.detach() - 1).abs() > cfg.clip).float() * m).sum())
+            n_tok += float(m.sum())
+        torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
+        opt.step()
+    flat_scores = [s for group in scores for s in group]
+    return {
+        "loss": loss_sum / cfg.inner_epochs,
+        "reward": float(rewards_all.mean()),
+        "kl": kl_sum / max(1.0, n_tok),
+        "clip_frac": clip_sum / max(1.0, n_tok),
+        "unparsable": sum(1 for v in flat_scores if v is None) / len(flat_scores),
+        "completion_tokens": sum(len(c) for c in comps) / len(comps),
+    }
+
+
 def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None) -> dict[str, Any]:
     """Run GRPO as configured (resuming from the latest checkpoint in ``output_dir``).
 
+    The rollout style follows the data: ``direct`` (the score after ``<answer>``) or
+    ``reasoning`` (generated ``<think>...</think><answer>s</answer>`` completions).
     ``stop_after``: return after this many optimisation steps in this call (tests use it to
     simulate a kill); the run can then be resumed.
     """
@@ -214,28 +478,35 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
         qids = list(dict.fromkeys(r["qid"] for r in rows))[: cfg.max_queries]
         wanted = set(qids)
         rows = [r for r in rows if r["qid"] in wanted]
-    style = str(rows[0].get("style") or "direct")
-    if style != "direct":
+    styles = {str(r.get("style") or "direct") for r in rows}
+    if len(styles) != 1 or not styles <= {"direct", "reasoning"}:
         raise InputError(
-            "erank train rl samples direct-style rollouts (the score after <answer>); this data set has "
-            f"{style!r} targets. Build the data with target_style: direct."
+            f"erank train rl needs data of one target style, direct or reasoning; got {sorted(styles)}"
         )
+    style = styles.pop()
     trunc = _data_params(cfg.data).get("truncate_length", 2048)
     torch.manual_seed(cfg.seed)
-    pol = _Policy(cfg)
+    pol = _Policy(cfg, style)
     pol.builder.truncate_length = trunc
+    pol.direct_builder.truncate_length = trunc
+    reserve = 2 if style == "direct" else cfg.max_new_tokens
+    encode = pol.builder.engine.tokenizer.encode_prompt
     prompts: list[list[int]] = []
+    direct_prompts: list[list[int]] = []
     keep_rows: list[dict[str, Any]] = []
     for r in rows:
-        ids = pol.builder.engine.tokenizer.encode_prompt(
-            pol.builder.prompt(r["query"], r["doc"], r["instruction"])
-        )
-        if len(ids) + 2 > cfg.cutoff:
+        ids = encode(pol.builder.prompt(r["query"], r["doc"], r["instruction"]))
+        if len(ids) + reserve > cfg.cutoff:
             continue
         prompts.append(ids)
+        if style != "direct":
+            direct_prompts.append(encode(pol.direct_builder.prompt(r["query"], r["doc"], r["instruction"])))
         keep_rows.append(r)
     if not keep_rows:
-        raise InputError(f"every prompt is longer than the cutoff ({cfg.cutoff} tokens)")
+        raise InputError(
+            f"every prompt is longer than the cutoff ({cfg.cutoff} tokens"
+            + (f", {cfg.max_new_tokens} of them kept for the rollout)" if style != "direct" else ")")
+        )
     sampler = QueryGroupSampler(
         [r["qid"] for r in keep_rows], cfg.queries_per_batch, shuffle=True, seed=cfg.seed
     )
@@ -246,11 +517,9 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
         state = _load_checkpoint(pol, opt, ckpt)
         logger.info("resumed from %s (step %d)", ckpt, state["step"])
     total_steps = len(sampler) * cfg.epochs if cfg.max_steps < 0 else cfg.max_steps
-    gen = torch.Generator()
-    rparams = cfg.reward.model_dump(exclude={"kind"})
     metrics_file = out / "metrics.jsonl"
     eval_path = _eval_rows(cfg.data)
-    chunk = 8
+    ref_cache: dict[int, float] = {}
     done_here = 0
     pol.model.train()
     while state["step"] < total_steps and state["epoch"] < cfg.epochs:
@@ -259,70 +528,19 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
             if state["step"] >= total_steps:
                 break
             st = time.time()
-            # 1. rollouts from the current policy, reference log-probabilities, rewards
-            with torch.no_grad():
-                old_lp = torch.cat(
-                    [pol.policy_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)]
+            if style == "direct":
+                stats = _direct_step(pol, opt, cfg, keep_rows, prompts, batch, state["step"])
+            else:
+                stats = _reasoning_step(
+                    pol, opt, cfg, keep_rows, prompts, direct_prompts, ref_cache, batch, state["step"]
                 )
-                ref_lp = torch.cat([pol.ref_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)])
-            # one seed per step: a resumed run draws the same rollouts as an uninterrupted one
-            gen.manual_seed(cfg.seed * 1_000_003 + state["step"])
-            samples = torch.multinomial(
-                old_lp.exp().cpu(), cfg.rollouts, replacement=True, generator=gen
-            )  # (B, G)
-            ref_label = ref_lp[:, :UNPARSABLE].argmax(-1)
-            adv = torch.zeros(len(batch), cfg.rollouts)
-            rewards_all = torch.zeros(len(batch), cfg.rollouts)
-            by_query: dict[str, list[int]] = {}
-            for j, i in enumerate(batch):
-                by_query.setdefault(str(keep_rows[i]["qid"]), []).append(j)
-            for js in by_query.values():
-                scores = [[None if int(c) == UNPARSABLE else int(c) for c in samples[j].tolist()] for j in js]
-                rew = compute_rewards(
-                    cfg.reward.kind,
-                    scores,
-                    [bool(keep_rows[batch[j]]["is_positive"]) for j in js],
-                    [float(keep_rows[batch[j]]["target"]) for j in js],
-                    [float(ref_label[j]) for j in js],
-                    rparams,
-                )
-                for j, rw in zip(js, rew, strict=True):
-                    rewards_all[j] = torch.tensor(rw)
-                    adv[j] = torch.tensor(group_advantages(rw))
-            old_sel = old_lp.cpu().gather(1, samples)
-            ref_sel = ref_lp.cpu().gather(1, samples)
-            # 2. clipped surrogate + k3 KL, gradient accumulated chunk by chunk
-            n_roll = len(batch) * cfg.rollouts
-            loss_sum = kl_sum = clip_sum = 0.0
-            for _ in range(cfg.inner_epochs):
-                opt.zero_grad(set_to_none=True)
-                for c in _chunks(list(range(len(batch))), chunk):
-                    new_lp = pol.policy_logprobs([prompts[batch[j]] for j in c])
-                    idx = torch.tensor(c)
-                    new_sel = new_lp.gather(1, samples[idx].to(new_lp.device))
-                    ratio = (new_sel - old_sel[idx].to(new_sel.device)).exp()
-                    a = adv[idx].to(new_sel.device)
-                    surr = torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
-                    d = ref_sel[idx].to(new_sel.device) - new_sel
-                    kl = d.exp() - d - 1.0
-                    loss = (-surr + cfg.kl_coef * kl).sum() / n_roll
-                    loss.backward()
-                    loss_sum += float(loss.detach())
-                    kl_sum += float(kl.detach().sum())
-                    clip_sum += float(((ratio.detach() - 1).abs() > cfg.clip).float().sum())
-                torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
-                opt.step()
             state["step"] += 1
             state["batch"] += 1
             done_here += 1
             rec: dict[str, Any] = {
                 "step": state["step"],
                 "epoch": state["epoch"],
-                "loss": loss_sum / cfg.inner_epochs,
-                "reward": float(rewards_all.mean()),
-                "kl": kl_sum / (n_roll * cfg.inner_epochs),
-                "clip_frac": clip_sum / (n_roll * cfg.inner_epochs),
-                "unparsable": float((samples == UNPARSABLE).float().mean()),
+                **stats,
                 "docs": len(batch),
                 "seconds": round(time.time() - st, 2),
             }
@@ -343,6 +561,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
     _save_checkpoint(pol, opt, out, state)
     summary: dict[str, Any] = {
         "steps": state["step"],
+        "style": style,
         "resumed_from": str(ckpt) if ckpt else None,
         "seconds": round(time.time() - t0, 1),
         "base_model": str(pol.location),
@@ -367,6 +586,7 @@ def _validate(pol: _Policy, eval_path: Path, cfg: RLConfig) -> dict[str, float]:
         max_queries=ecfg.max_queries,
         candidates=ecfg.candidates,
         truncate_length=ecfg.truncate_length,
+        mode=pol.style,
     )
     pol.model.train()
     return {"val_ndcg@10": m["ndcg@10"], "val_first_stage_ndcg@10": m["first_stage_ndcg@10"]}
