@@ -74,6 +74,8 @@ def evaluate_engine(
     from erank.methods.erank import ERankMethod
     from erank.scoring import zscores
 
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be between 0 and 1, got {alpha}")
     rows = _rows(eval_rows, max_queries)
     method = ERankMethod(engine, mode=mode)  # type: ignore[arg-type]
     model = getattr(engine, "model", None)
