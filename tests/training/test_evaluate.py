@@ -16,6 +16,7 @@ def test_eval_reports_reranked_first_stage_and_hybrid_ndcg(tiny_qwen3_dir: Path,
     assert only_first_stage["hybrid_ndcg@10"] == pytest.approx(1.0)  # by first-stage score
     assert only_first_stage["queries"] == 3 and only_first_stage["pairs"] == 9
     assert 0.0 <= only_first_stage["label0_share"] <= 1.0
+    assert 0.0 < only_first_stage["expected_ndcg@10"] <= 1.0  # direct mode has the distributions
     only_model = evaluate_model(tiny_qwen3_dir, toy_data / "eval.jsonl", alpha=0.0, truncate_length=64)
     assert only_model["hybrid_ndcg@10"] == pytest.approx(only_model["ndcg@10"])
 

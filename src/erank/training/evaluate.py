@@ -69,7 +69,10 @@ def evaluate_engine(
     Also ``hybrid_ndcg@10`` (spec 2.4: ``alpha`` x z(first-stage score) + (1 - alpha) x
     z(rank_score) per query; documents without a first-stage ``score`` use their reversed rank) and
     ``label0_share``, the share of documents whose parsed label is 0 (rank_score exactly 0, so a
-    model that answers 0 to everything keeps the input order).
+    model that answers 0 to everything keeps the input order). In ``direct`` mode also
+    ``expected_ndcg@10``: the ranking by the expected score sum_s s x P(s) of the same
+    distributions, a diagnostic (not ERank's rule) that shows whether a model whose most probable
+    label is 0 everywhere still orders documents by its probabilities.
     """
     from erank.methods.erank import ERankMethod
     from erank.scoring import zscores
@@ -87,6 +90,7 @@ def evaluate_engine(
     run: dict[str, dict[str, float]] = {}
     first: dict[str, dict[str, float]] = {}
     hybrid: dict[str, dict[str, float]] = {}
+    expected: dict[str, dict[str, float]] = {}
     pairs = label0 = 0
     try:
         for r in rows:
@@ -108,11 +112,18 @@ def evaluate_engine(
             ]
             hybrid[qid] = {str(c["docid"]): v for c, v in zip(cands, fused, strict=True)}
             label0 += sum(1 for sc in res.scores if sc.label == 0)
+            if all(sc.expected_score is not None for sc in res.scores):
+                expected[qid] = {
+                    str(c["docid"]): float(sc.expected_score or 0.0)
+                    for c, sc in zip(cands, res.scores, strict=True)
+                }
             pairs += n
     finally:
         if model is not None and was_training:
             model.train()
+    extra = {"expected_ndcg@10": ndcg_at_10(qrels, expected)} if len(expected) == len(run) and run else {}
     return {
+        **extra,
         "ndcg@10": ndcg_at_10(qrels, run),
         "first_stage_ndcg@10": ndcg_at_10(qrels, first),
         "hybrid_ndcg@10": ndcg_at_10(qrels, hybrid),
