@@ -4,7 +4,10 @@ A thin preset over ``erank compare`` (``erank.methods.compare.run_comparison``):
 candidates, qrels and instruction for every method; slow generative methods get fewer queries
 (``--queries-for``). Prints the markdown table and writes runs, ``rows.json`` and ``table.md``.
 
-    flock /tmp/erank-heavy.lock .venv/bin/python benchmarks/methods_table.py --threads 1 --out /tmp/erank-methods
+    taskset -c 0 .venv/bin/python benchmarks/methods_table.py --threads 1 --queries 54 \
+        --queries-for rank1=10,setwise=5,pairwise=5 --out /tmp/erank-methods
+
+(the run in docs/benchmarks.md; the defaults, 3 queries and 1 for the slow methods, are a smoke run).
 
 Any model: ``--model Alibaba-NLP/ERank-4B`` (then raise the budgets with ``--set``).
 """
