@@ -1,4 +1,4 @@
-"""The methods comparison table (issue 5): every method, one model, the DL20 BM25 top-20 candidates.
+r"""The methods comparison table (issue 5): every method, one model, the DL20 BM25 top-20 candidates.
 
 A thin preset over ``erank compare`` (``erank.methods.compare.run_comparison``): the same
 candidates, qrels and instruction for every method; slow generative methods get fewer queries
