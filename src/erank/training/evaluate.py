@@ -75,7 +75,7 @@ def evaluate_engine(
     label is 0 everywhere still orders documents by its probabilities.
     """
     from erank.methods.erank import ERankMethod
-    from erank.scoring import zscores
+    from erank.scoring import hybrid_scores
 
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must be between 0 and 1, got {alpha}")
@@ -105,12 +105,15 @@ def evaluate_engine(
             n = len(cands)
             run[qid] = {str(cands[i]["docid"]): float(n - pos) for pos, i in enumerate(res.ranking)}
             first[qid] = {str(c["docid"]): float(n - i) for i, c in enumerate(cands)}
-            fs = [float(c.get("score", n - i)) for i, c in enumerate(cands)]
-            fused = [
-                alpha * a + (1.0 - alpha) * b
-                for a, b in zip(zscores(fs), zscores([sc.score for sc in res.scores]), strict=True)
-            ]
-            hybrid[qid] = {str(c["docid"]): v for c, v in zip(cands, fused, strict=True)}
+            fused = hybrid_scores(
+                [
+                    {"first_stage_score": float(c.get("score", n - i)), "rank_score": sc.score}
+                    for i, (c, sc) in enumerate(zip(cands, res.scores, strict=True))
+                ],
+                alpha,
+                sort=False,
+            )
+            hybrid[qid] = {str(c["docid"]): f["hybrid_score"] for c, f in zip(cands, fused, strict=True)}
             label0 += sum(1 for sc in res.scores if sc.label == 0)
             if all(sc.expected_score is not None for sc in res.scores):
                 expected[qid] = {

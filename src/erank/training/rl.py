@@ -327,6 +327,18 @@ def _query_rewards(
     return rewards_all, adv
 
 
+def _grpo_terms(
+    new_lp: torch.Tensor, old_lp: torch.Tensor, ref_lp: torch.Tensor, adv: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The clipped surrogate, the k3 KL to the reference and the clipped mask, element by element
+    (per sampled score in direct style, per completion token in reasoning style)."""
+    ratio = (new_lp - old_lp).exp()
+    surr = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    d = ref_lp - new_lp
+    kl = d.exp() - d - 1.0
+    return surr, kl, ((ratio.detach() - 1).abs() > clip).float()
+
+
 def _direct_step(
     pol: _Policy,
     opt: torch.optim.Optimizer,
@@ -362,16 +374,15 @@ def _direct_step(
             new_lp = pol.policy_logprobs([prompts[batch[j]] for j in c])
             idx = torch.tensor(c)
             new_sel = new_lp.gather(1, samples[idx].to(new_lp.device))
-            ratio = (new_sel - old_sel[idx].to(new_sel.device)).exp()
-            a = adv[idx].to(new_sel.device)
-            surr = torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
-            d = ref_sel[idx].to(new_sel.device) - new_sel
-            kl = d.exp() - d - 1.0
+            dev = new_sel.device
+            surr, kl, clipped = _grpo_terms(
+                new_sel, old_sel[idx].to(dev), ref_sel[idx].to(dev), adv[idx].to(dev), cfg.clip
+            )
             loss = (-surr + cfg.kl_coef * kl).sum() / n_roll
             loss.backward()
             loss_sum += float(loss.detach())
             kl_sum += float(kl.detach().sum())
-            clip_sum += float(((ratio.detach() - 1).abs() > cfg.clip).float().sum())
+            clip_sum += float(clipped.sum())
         torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
         opt.step()
     return {
@@ -435,17 +446,14 @@ def _reasoning_step(
             new_lp, m = pol.completion_logprobs(
                 pol.model, [flat_prompts[j] for j in c], [comps[j] for j in c]
             )
-            ratio = (new_lp - old_c).exp()
             a = flat_adv[torch.tensor(c)].to(new_lp.device).unsqueeze(-1)
-            surr = torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
-            d = ref_c - new_lp
-            kl = (d.exp() - d - 1.0) * m
+            surr, kl, clipped = _grpo_terms(new_lp, old_c, ref_c, a, cfg.clip)
             per_tok = (-surr + cfg.kl_coef * kl) * m
             loss = (per_tok.sum(-1) / m.sum(-1).clamp(min=1.0)).sum() / n_roll
             loss.backward()
             loss_sum += float(loss.detach())
-            kl_sum += float(kl.detach().sum())
-            clip_sum += float((((ratio.detach() - 1).abs() > cfg.clip).float() * m).sum())
+            kl_sum += float((kl.detach() * m).sum())
+            clip_sum += float((clipped * m).sum())
             n_tok += float(m.sum())
         torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
         opt.step()
