@@ -126,7 +126,7 @@ def test_real_default_model_end_to_end_api_and_cli():
     docs = [json.loads(line) for line in sample.read_text().splitlines()]
     query = "how do vaccines train the immune system"
     reranker = Reranker()
-    assert reranker.mode == "direct" and reranker.model_name == "smollm2-135m"
+    assert reranker.mode == "direct" and reranker.model_name == "erank-smol"
     api = reranker.rerank(query, docs, "beir")
     assert sorted(r["id"] for r in api) == sorted(d["id"] for d in docs)
     assert all(r["rank_score"] > 0 for r in api)

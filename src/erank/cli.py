@@ -58,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Other libraries' warnings (deprecations, "Converting a tensor...") go to logging: shown
+    # with -v, silent otherwise. The CLI prints only what the user asked for.
+    logging.captureWarnings(True)
+    noisy = logging.WARNING if args.verbose else logging.ERROR
+    for name in ("py.warnings", "bm25s", "datasets", "peft", "sentence_transformers", "httpx"):
+        logging.getLogger(name).setLevel(noisy)
     if args.verbose < 2:
         try:  # the CLI owns the console: no library progress bars unless asked
             from transformers.utils import logging as hf_logging

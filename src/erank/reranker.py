@@ -18,7 +18,7 @@ from typing import Any
 from erank.engines import Engine, create_engine
 from erank.errors import InputError
 from erank.methods import Method, create_method
-from erank.models import DEFAULT_MODEL
+from erank.models import default_method_settings
 from erank.types import RerankResult
 
 __all__ = ["Reranker", "load_reranker"]
@@ -33,7 +33,8 @@ class Reranker:
         method: ``"erank"`` (default) or another registered method (``erank.methods.METHODS``).
         engine: an engine name (``erank.engines.ENGINES``) or an :class:`~erank.engines.Engine`.
         mode: ``"direct"`` or ``"reasoning"`` for ERank. Default: ``direct`` for the embedded
-            135M model, ``reasoning`` (the checkpoints' reference behaviour) for any other.
+            135M models, ``reasoning`` (the checkpoints' reference behaviour) for any other.
+            The embedded erank-smol also ranks by the expected score by default (``rule``).
         device, dtype, batch_tokens: passed to the engine.
         engine_kwargs: any other engine arguments.
         **method_kwargs: method arguments (``scale``, ``max_new_tokens``, ``template``...).
@@ -60,8 +61,13 @@ class Reranker:
                 if value is not None:
                     kwargs[key] = value
             self.engine = create_engine(engine, model, **kwargs)
-        if mode is None and method == "erank":
-            mode = "direct" if model is None or str(model) == DEFAULT_MODEL else "reasoning"
+        if method == "erank":
+            preset = default_method_settings(model)
+            mode = mode or preset.get("mode", "reasoning")
+            if mode == "direct":
+                for key in ("rule", "template"):
+                    if key in preset:
+                        method_kwargs.setdefault(key, preset[key])
         if mode is not None:
             method_kwargs["mode"] = mode
         self.method: Method = create_method(method, self.engine, **method_kwargs)

@@ -107,11 +107,16 @@ class RerankResult:
         return [(self.documents[i], self.scores[i]) for i in self.ranking]
 
     def as_dicts(self) -> list[dict[str, Any]]:
-        """The official ERank output shape: input dicts plus ``rank_score``, sorted descending."""
+        """The official ERank output shape: input dicts plus ``rank_score``, sorted descending.
+
+        Where the mode gives a score distribution (direct), ``expected_score`` is added too.
+        """
         out = []
         for doc, sc in self.ranked():
             d = doc.as_dict()
             d["rank_score"] = sc.score
+            if sc.expected_score is not None:
+                d["expected_score"] = sc.expected_score
             out.append(d)
         return out
 

@@ -70,8 +70,12 @@ def tf_default(smollm2_dir: Path):  # noqa: ANN201
 @pytest.fixture(scope="session")
 def llamacpp_default():  # noqa: ANN201
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    from erank.engines.llamacpp import LlamaCppEngine
+    from erank.engines.llamacpp import LlamaCppEngine, check_llama_cpp
+    from erank.models import default_gguf_path
 
-    engine = LlamaCppEngine(None, n_ctx=2048)
+    problem = check_llama_cpp(default_gguf_path())
+    if problem is not None:  # a crashing build must never take the test process down with it
+        pytest.fail(f"llama-cpp-python cannot decode the default GGUF here: {problem}")
+    engine = LlamaCppEngine("smollm2-135m", n_ctx=2048)
     yield engine
     engine.close()

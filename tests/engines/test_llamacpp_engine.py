@@ -66,3 +66,17 @@ def test_errors_are_clear(llamacpp_default, smollm2_dir: Path) -> None:  # noqa:
         llamacpp_default.logprobs([LogprobRequest([1] * 5000, [15])])
     with pytest.raises(InputError, match="empty prompt"):
         llamacpp_default.logprobs([LogprobRequest([], [15])])
+
+
+def test_a_build_that_crashes_on_decode_is_a_clear_error_not_a_crash(
+    smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A llama-cpp-python that segfaults on its first decode (0.3.36 did here) must not kill us."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    import erank.engines.llamacpp as mod
+
+    monkeypatch.setattr(mod, "_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(mod, "_checked", {})
+    assert "signal 11" in (mod.check_llama_cpp(smollm2_gguf) or "")
+    with pytest.raises(ModelLoadError, match=r"unusable on this machine: .*signal 11.*constraints.txt"):
+        mod.LlamaCppEngine("smollm2-135m")

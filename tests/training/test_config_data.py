@@ -176,3 +176,112 @@ def test_cli_registers_train_and_reports_config_errors(
     assert main(["train", "rl", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "rollouts" in err and "Traceback" not in err
+
+
+def _write_trec(root: Path, queries: dict[str, tuple[str, dict[str, str], set[str]]]) -> Path:
+    """A trec-dl source: per query ``(text, {docid: content} in first-stage order, positives)``."""
+    root.mkdir(parents=True, exist_ok=True)
+    entries = [
+        {
+            "query": text,
+            "hits": [
+                {"qid": qid, "docid": d, "content": c, "score": float(len(docs) - i)}
+                for i, (d, c) in enumerate(docs.items())
+            ],
+        }
+        for qid, (text, docs, _) in queries.items()
+    ]
+    (root / "cands.json").write_text(json.dumps(entries))
+    (root / "qrels.txt").write_text(
+        "".join(f"{q} 0 {d} {int(d in pos)}\n" for q, (_, docs, pos) in queries.items() for d in docs)
+    )
+    return root
+
+
+def _data_cfg(tmp_path: Path, tokenizer: Path, **kw: object) -> DataConfig:
+    base: dict[str, object] = {
+        "output_dir": tmp_path / "out",
+        "tokenizer": str(tokenizer),
+        "docs_per_query": 3,
+        "tiers": [{"name": "hard", "start": 1, "end": 10, "count": 2}],
+        "truncate_length": 2048,
+        "cutoff": 200,
+        "sources": [
+            {
+                "name": "s",
+                "format": "trec-dl",
+                "path": tmp_path / "src",
+                "candidates": "cands.json",
+                "qrels": "qrels.txt",
+            }
+        ],
+    }
+    base.update(kw)
+    return DataConfig.model_validate(base)
+
+
+LONG = "a very long passage about nothing in particular " * 40  # ~320 tokens
+
+
+def test_a_query_whose_positive_is_dropped_is_dropped_whole(tmp_path: Path, tiny_qwen3_dir: Path) -> None:
+    from erank.training.data import build_dataset, read_jsonl
+
+    _write_trec(
+        tmp_path / "src",
+        {
+            # q1's positive is over the cutoff: without it r_RR would reward q1's negatives for anything
+            "q1": ("long positive", {"p1": LONG, "n1": "short one", "n2": "short two"}, {"p1"}),
+            # q2 loses one negative to the cutoff and keeps its positive and other negative
+            "q2": ("long negative", {"p2": "the answer", "n3": LONG, "n4": "short four"}, {"p2"}),
+            "q3": ("all short", {"p3": "the answer", "n5": "short five", "n6": "short six"}, {"p3"}),
+        },
+    )
+    stats = build_dataset(_data_cfg(tmp_path, tiny_qwen3_dir))
+    rows = read_jsonl(tmp_path / "out/train.jsonl")
+    by_q: dict[str, list[str]] = {}
+    for r in rows:
+        by_q.setdefault(r["qid"], []).append(r["docid"])
+    assert by_q == {"s/q2": ["p2", "n4"], "s/q3": ["p3", "n5", "n6"]}
+    assert {k: stats[k] for k in ("queries", "pairs", "dropped_long", "dropped_queries")} == {
+        "queries": 2,
+        "pairs": 5,
+        "dropped_long": 2,  # q1's positive (its negatives are not even built) and q2's n3
+        "dropped_queries": 1,
+    }
+    assert json.loads((tmp_path / "out/params.json").read_text())["counts"]["dropped_queries"] == 1
+
+
+def test_a_query_whose_positive_the_teacher_drops_is_dropped_whole(
+    tmp_path: Path, tiny_qwen3_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    import erank.reranker
+    from erank.training.data import build_dataset, read_jsonl
+
+    class _Teacher:
+        """Direct mode: no mass on any score for the documents that say "void" (dropped)."""
+
+        def __init__(self, *a: object, **kw: object) -> None:
+            pass
+
+        def score(self, query: str, docs: list[str], *a: object, **kw: object) -> object:
+            dist = [0.0] * 11 if "void" in docs[0] else [0.0] * 8 + [1.0, 0.0, 0.0]
+            return types.SimpleNamespace(scores=[types.SimpleNamespace(distribution=dist)])
+
+    monkeypatch.setattr(erank.reranker, "Reranker", _Teacher)
+    _write_trec(
+        tmp_path / "src",
+        {
+            "q1": ("dropped positive", {"p1": "void", "n1": "short one", "n2": "short two"}, {"p1"}),
+            "q2": ("dropped negative", {"p2": "the answer", "n3": "void", "n4": "short four"}, {"p2"}),
+        },
+    )
+    cfg = _data_cfg(tmp_path, tiny_qwen3_dir, labels="teacher", teacher={"model": "m", "mode": "direct"})
+    stats = build_dataset(cfg)
+    rows = read_jsonl(tmp_path / "out/train.jsonl")
+    assert [(r["qid"], r["docid"], r["target"], r["teacher_runs"]) for r in rows] == [
+        ("s/q2", "p2", 8, [8, 8, 8]),
+        ("s/q2", "n4", 8, [8, 8, 8]),
+    ]
+    assert (stats["dropped_teacher"], stats["dropped_queries"], stats["queries"]) == (2, 1, 1)

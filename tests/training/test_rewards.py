@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -56,16 +57,60 @@ def test_rr_constants_are_parameters() -> None:
 
 def test_ndcg_reward() -> None:
     r = reward_ndcg([[9, 4], [6, None]], [True, False])
-    # ranks: 9->1, 6->2, 4->3; ideal discount for 2 positive rollouts: (1 + 1/log2 3) / 2
-    ideal = (1 + 1 / math.log2(3)) / 2
-    assert r[0] == [pytest.approx(1 / ideal), pytest.approx((1 / math.log2(4)) / ideal)]
+    # ranks: 9->1, 6->2, 4->3. The positive rollout 9 is at its ideal place 1: 1.0; the rollout 4
+    # would ideally be 2nd (one positive rollout above it) but is 3rd: log2(3) / log2(4)
+    assert r[0] == [1.0, pytest.approx(math.log2(3) / 2)]
     assert r[1] == [-0.5, -1.0]  # outranks one of two positive rollouts; unparsable
+
+
+def test_ndcg_negatives_below_every_positive_get_the_reference_term() -> None:
+    # the negative's rollouts 0 and 4 (reference score 0) sit below both positive rollouts
+    r = reward_ndcg([[10, 8], [0, 4]], [True, False], ref_scores=[None, 0])
+    assert r[1] == [0.5, pytest.approx(0.5 * (1 - 0.16))]  # as r_RR: smooth in (s - ref)^2
+    # the same closeness to the reference, whatever the reference is; no reference: 0
+    assert reward_ndcg([[10], [4]], [True, False], ref_scores=[None, 4])[1] == [0.5]
+    assert reward_ndcg([[10], [4]], [True, False])[1] == [pytest.approx(0.5 * (1 - 0.16))]
+    assert reward_ndcg([[10], [4]], [True, False], ref_scores=[None, 4], neg_max=0.25)[1] == [0.25]
+    # a negative above one positive rollout still loses that share, whatever its reference
+    assert reward_ndcg([[10, 2], [4]], [True, False], ref_scores=[None, 4])[1] == [-0.5]
+
+
+def test_ndcg_ties_never_exceed_the_maximum() -> None:
+    # every positive rollout tied at the top: 1.0 each (the old mean-ideal normalisation gave 1.23)
+    assert reward_ndcg([[10, 10, 10], [3, 3, 3]], [True, False])[0] == [1.0, 1.0, 1.0]
+    # a positive tied with a negative shares its rank: still 1.0 at most
+    assert reward_ndcg([[7, 7], [7, 1]], [True, False])[0] == [1.0, 1.0]
+    rng = random.Random(5)
+    for _ in range(300):
+        n_docs, g = rng.randint(2, 6), rng.randint(1, 5)
+        positive = [d == 0 or rng.random() < 0.3 for d in range(n_docs)]
+        scores = [[rng.choice([None, 0, 3, 5, 5, 8, 10, 10]) for _ in range(g)] for _ in range(n_docs)]
+        ref = [rng.choice([None, 0, 5, 10]) for _ in range(n_docs)]
+        rewards = reward_ndcg(scores, positive, ref_scores=ref)
+        flat = [x for row in rewards for x in row]
+        assert max(flat) <= 1.0 and min(flat) >= -1.0, (scores, positive, rewards)
+        parsed_neg = [s for d, row in enumerate(scores) if not positive[d] for s in row if s is not None]
+        for d, row in enumerate(scores):
+            if positive[d]:
+                for s, x in zip(row, rewards[d], strict=True):
+                    # exactly 1.0 when no negative rollout scored above it
+                    if s is not None:
+                        assert (x == 1.0) == all(n <= s for n in parsed_neg), (scores, positive, rewards)
 
 
 def test_se_reward_and_dispatch() -> None:
     assert reward_se([[7, 3]], [7]) == [[1.0, pytest.approx(1 - 0.16)]]
     assert compute_rewards("se", [[7]], [True], [7], None, {}) == [[1.0]]
     assert compute_rewards("rr", [[7]], [True], [7], None, {"pos_base": 0.0, "pos_scale": 2.0}) == [[2.0]]
+    # ndcg: the reference scores and the r_RR constants neg_max / max_score reach r_NDCG
+    assert compute_rewards("ndcg", [[9], [4]], [True, False], [9, 0], [None, 4], {"neg_max": 0.3}) == [
+        [1.0],
+        [0.3],
+    ]
+    assert compute_rewards("ndcg", [[9], [0]], [True, False], [9, 0], [None, 5], {"max_score": 5}) == [
+        [1.0],
+        [0.0],
+    ]
     with pytest.raises(InputError, match="unknown reward"):
         compute_rewards("bleu", [[7]], [True], [7], None, {})
     with pytest.raises(InputError, match="positive flags"):

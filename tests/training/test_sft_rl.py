@@ -38,7 +38,13 @@ def test_sft_drives_the_target_loss_down_on_a_fixed_batch(
     assert summary["steps"] == 6
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses  # down at every step
     assert losses[-1] < 0.6 * losses[0], losses
-    assert summary["val"] and 0.0 <= summary["val"][-1]["val_ndcg@10"] <= 1.0
+    # the trained model against the same evaluation run independently on the merged folder
+    from erank.training.evaluate import evaluate_model
+
+    again = evaluate_model(
+        tmp_path / "sft/merged", data / "eval.jsonl", max_queries=1, candidates=3, truncate_length=64
+    )
+    assert summary["val"][-1]["val_ndcg@10"] == pytest.approx(again["ndcg@10"], abs=1e-6)
     metrics = [json.loads(line) for line in (tmp_path / "sft/metrics.jsonl").read_text().splitlines()]
     assert any("loss" in m for m in metrics) and any("val_ndcg@10" in m for m in metrics)
     # the merged folder loads for inference and writes the trained scores (9 or 1)
@@ -139,7 +145,10 @@ def test_grpo_runs_checkpoints_and_resumes_to_the_same_end(
     assert [m["step"] for m in metrics] == [1, 2, 3]
     assert all(m["docs"] == 3 for m in metrics)  # every step holds all documents of its query
     assert min(m["unparsable"] for m in metrics) < 1.0
-    assert all(m["kl"] >= 0.0 for m in metrics)
+    # mini_batches (default 2): two optimiser steps per batch, so from the second one on the policy
+    # (a fresh LoRA adapter: equal to the reference before the first) differs from the reference
+    assert all(m["updates"] == 2 for m in metrics)
+    assert all(m["kl"] > 0.0 for m in metrics), metrics
     assert (tmp_path / "b/final/config.json").is_file()
 
 
@@ -194,7 +203,114 @@ def test_grpo_reasoning_style_runs_checkpoints_and_resumes(
     # some do not, so rewards differ within a group and the advantages are not all 0
     assert min(m["unparsable"] for m in metrics) < 0.5
     assert all(0 < m["completion_tokens"] <= 24 for m in metrics)
-    assert all(m["kl"] >= 0.0 for m in metrics)
+    assert all(m["updates"] == 2 for m in metrics)
+    assert all(m["kl"] > 0.0 for m in metrics), metrics  # the second update sees a moved policy
     w0 = torch.load(tmp_path / "a/checkpoint-1/trainable.pt")
     assert any(not torch.equal(w0[k], wa[k]) for k in wa), "the second step changed nothing"
     assert (tmp_path / "b/final/config.json").is_file()
+
+
+def _direct_policy(model: Path, data: Path, out: Path, **kw: object):  # noqa: ANN202
+    from erank.training.rl import _Policy
+    from erank.training.sft import load_pairs
+
+    cfg = _rl_cfg(model, data, out, **kw)
+    pol = _Policy(cfg, "direct")
+    pol.builder.truncate_length = 64
+    rows = load_pairs(data)
+    encode = pol.builder.engine.tokenizer.encode_prompt
+    prompts = [encode(pol.builder.prompt(r["query"], r["doc"], r["instruction"])) for r in rows]
+    return cfg, pol, rows, prompts
+
+
+@pytest.mark.parametrize(("inner_epochs", "mini_batches"), [(1, 1), (3, 1), (1, 3)])
+def test_the_ppo_clip_acts_only_after_the_first_update_of_a_batch(
+    scoring_tiny_dir: Path, toy_data: Path, tmp_path: Path, inner_epochs: int, mini_batches: int
+) -> None:
+    """One optimiser step per rollout batch: the ratio is exactly 1 (nothing clipped) and the
+    policy is the reference (KL 0). Several (inner epochs or mini-batches) at a large learning
+    rate: the later steps see a moved policy, ratios leave 1 +- clip and the KL grows."""
+    import torch
+
+    from erank.training.rl import _direct_step
+
+    cfg, pol, rows, prompts = _direct_policy(
+        scoring_tiny_dir,
+        toy_data,
+        tmp_path / "o",
+        lora=None,  # full parameters: the reference is a frozen copy of the start
+        learning_rate=1e-2,
+        rollouts=8,
+        inner_epochs=inner_epochs,
+        mini_batches=mini_batches,
+    )
+    opt = torch.optim.AdamW(pol.trainable(), lr=cfg.learning_rate, weight_decay=0.0)
+    batch = [i for i, r in enumerate(rows) if r["qid"] == "q1"]
+    stats = _direct_step(pol, opt, cfg, rows, prompts, batch, 0)
+    assert stats["updates"] == inner_epochs * mini_batches
+    if stats["updates"] == 1:
+        assert stats["clip_frac"] == 0.0
+        assert stats["kl"] == pytest.approx(0.0, abs=1e-9)
+    else:
+        assert stats["clip_frac"] > 0.0, stats
+        assert stats["kl"] > 1e-4, stats
+
+
+def test_rl_refuses_a_query_without_a_positive(scoring_tiny_dir: Path, tmp_path: Path, make_toy_data) -> None:  # noqa: ANN001
+    import torch
+
+    from erank.errors import InputError
+    from erank.training.rl import _query_rewards, run_rl
+
+    data = make_toy_data(tmp_path / "d")
+    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    for r in rows:
+        if r["qid"] == "q2":
+            r["is_positive"] = False
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError, match=r"1 of 3 queries have no positive document .*'q2'"):
+        run_rl(_rl_cfg(scoring_tiny_dir, data, tmp_path / "o"))
+    # r_SE needs no positive: the same data trains
+    assert (
+        run_rl(_rl_cfg(scoring_tiny_dir, data, tmp_path / "se", reward={"kind": "se"}, max_steps=1))["steps"]
+        == 1
+    )
+    # and a batch whose group has lost its positive is refused when rewarding it
+    cfg = _rl_cfg(scoring_tiny_dir, data, tmp_path / "o")
+    batch = [i for i, r in enumerate(rows) if r["qid"] == "q2"]
+    scores = [[9, 1, 9]] * len(batch)
+    with pytest.raises(InputError, match="'q2' has no positive document in its group"):
+        _query_rewards(cfg, rows, batch, scores, [0.0] * len(batch))
+    ok = [i for i, r in enumerate(rows) if r["qid"] == "q1"]
+    rewards, adv = _query_rewards(cfg, rows, ok, [[9, 1, 9]] * len(ok), [0.0] * len(ok))
+    assert rewards.shape == adv.shape == torch.Size([3, 3])
+
+
+def test_rl_drops_a_query_whose_positive_prompt_is_too_long(
+    scoring_tiny_dir: Path,
+    tmp_path: Path,
+    make_toy_data,  # noqa: ANN001
+) -> None:
+    from erank.training.data import PromptBuilder
+    from erank.training.rl import run_rl
+    from erank.training.sft import load_causal_lm
+
+    data = make_toy_data(tmp_path / "d")
+    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    long_doc = "Rust is a systems programming language with a borrow checker. " * 20  # cut to 64 tokens
+    for r in rows:
+        if (r["qid"], r["is_positive"]) == ("q1", True) or r["docid"] == "q2-d2":
+            r["doc"] = long_doc
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _, tok, _ = load_causal_lm(str(scoring_tiny_dir))
+    pb = PromptBuilder(tok, "direct", 64)
+    lengths = [
+        len(pb.engine.tokenizer.encode_prompt(pb.prompt(r["query"], r["doc"], r["instruction"])))
+        for r in rows
+    ]
+    short = max(n for n, r in zip(lengths, rows, strict=True) if r["doc"] != long_doc)
+    assert short + 2 < min(n for n, r in zip(lengths, rows, strict=True) if r["doc"] == long_doc)
+    summary = run_rl(_rl_cfg(scoring_tiny_dir, data, tmp_path / "o", cutoff=short + 2))
+    assert (summary["dropped_prompts"], summary["dropped_queries"], summary["steps"]) == (2, 1, 2)
+    metrics = [json.loads(line) for line in (tmp_path / "o/metrics.jsonl").read_text().splitlines()]
+    assert sorted(m["docs"] for m in metrics) == [2, 3]  # q2 without its long negative, q3 whole

@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
         "--model",
         "-m",
         default=None,
-        help="hub id, model folder or .gguf file; default: the embedded SmolLM2-135M",
+        help="hub id, model folder or .gguf file; default: the embedded erank-smol (smollm2-135m: its untrained base)",
     )
     p.add_argument("--engine", default="transformers", help="the engine that runs the model")
     p.add_argument("--method", default="erank", help="the ranking method")

@@ -15,7 +15,7 @@ per slot and copies of the prefix cache. For a 135M-parameter model on a CPU, a 
 sequence already is a matrix multiply of 256 rows, so the gain would be small.
 
 >>> from erank import Reranker                                              # doctest: +SKIP
->>> Reranker(engine="llamacpp").rerank("capital of France", ["Paris.", "Bananas."])[0]["content"]  # doctest: +SKIP
+>>> Reranker("smollm2-135m", engine="llamacpp").rerank("capital of France", ["Paris.", "Bananas."])[0]["content"]  # doctest: +SKIP
 'Paris.'
 """
 
@@ -39,9 +39,50 @@ from erank.engines.base import (
 from erank.errors import InputError, ModelLoadError, require
 from erank.models import resolve_model
 
-__all__ = ["LlamaCppEngine", "LlamaCppTokenizer"]
+__all__ = ["LlamaCppEngine", "LlamaCppTokenizer", "check_llama_cpp", "TESTED_VERSION"]
 
 logger = logging.getLogger(__name__)
+
+#: The llama-cpp-python release the lock (constraints.txt) pins and the tests ran with.
+TESTED_VERSION = "0.3.16"
+
+_PROBE = """
+import sys
+from llama_cpp import Llama
+m = Llama(model_path=sys.argv[1], n_ctx=256, n_threads=1, verbose=False)
+m.eval(m.tokenize(b"Hello, my name is"))
+print("ok")
+"""
+_checked: dict[str, str | None] = {}
+
+
+def check_llama_cpp(gguf: str | os.PathLike[str]) -> str | None:
+    """Load ``gguf`` and decode a few tokens in a child process; ``None`` if that works, else why not.
+
+    Some llama-cpp-python builds crash (SIGSEGV) on their first decode of a model; in a child
+    process that is a message, not the death of the caller. The result is remembered per file.
+    """
+    import subprocess
+    import sys
+
+    key = str(Path(gguf).resolve())
+    if key in _checked:
+        return _checked[key]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE, key], capture_output=True, text=True, timeout=120
+        )
+        problem = None
+        if proc.returncode != 0 or "ok" not in proc.stdout:
+            how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
+            tail = (proc.stderr.strip().splitlines() or [""])[-1][:200]
+            problem = f"decoding {Path(key).name} in a test process ended with {how}" + (
+                f" ({tail})" if tail else ""
+            )
+    except subprocess.TimeoutExpired:
+        problem = f"decoding {Path(key).name} in a test process did not finish within 120 s"
+    _checked[key] = problem
+    return problem
 
 
 def _usable_cores() -> int:
@@ -99,7 +140,8 @@ class LlamaCppEngine(Engine):
     """Runs a GGUF model with llama.cpp.
 
     Args:
-        model: a ``.gguf`` file, or ``None`` for the embedded default model.
+        model: a ``.gguf`` file, or ``"smollm2-135m"`` for the embedded base model (the trained
+            erank-smol default is a LoRA adapter for the transformers engine).
         n_ctx: the context length (default 4096, at most the model's training context).
         n_batch: prompt tokens per ``llama_decode`` call.
         n_threads: CPU threads (default: every core this process may use).
@@ -125,10 +167,23 @@ class LlamaCppEngine(Engine):
             logger.debug("llama.cpp engine ignores %s", sorted(unused))
         llama_cpp = require("llama_cpp", "llamacpp", "the llama.cpp engine")
         spec = resolve_model(model)
+        if spec.kind == "embedded":
+            raise ModelLoadError(
+                "the embedded erank-smol is a LoRA adapter that runs on the transformers engine; "
+                "for llama.cpp pass model='smollm2-135m' (its untrained base) or a .gguf file"
+            )
         if spec.kind != "gguf":
             raise ModelLoadError(
                 f"the llama.cpp engine runs GGUF files; {spec.location!r} is a {spec.kind} model. "
                 "Pass a .gguf file (or use engine='transformers')."
+            )
+        problem = check_llama_cpp(spec.location)
+        if problem is not None:
+            version = getattr(llama_cpp, "__version__", "?")
+            raise ModelLoadError(
+                f"llama-cpp-python {version} is unusable on this machine: {problem}. Install the "
+                f"tested version: pip install -c constraints.txt 'llama-cpp-python=={TESTED_VERSION}' "
+                "(or use engine='transformers')"
             )
         threads = int(n_threads or _usable_cores())
         try:

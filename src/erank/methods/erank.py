@@ -46,6 +46,10 @@ class ERankMethod(Method):
         scale: the top of the integer scale: 10 (ERank) or 3 (the paper's 0-3 ablation).
         max_new_tokens: the reasoning budget (``reasoning`` mode); 4096 in the reference code.
         template: a template name or text with ``{instruction}``, ``{query}``, ``{doc}``.
+        rule: what ranks in ``direct`` mode: ``"label_prob"`` (ERank's ``s x P(s)``, the default
+            and the only rule of ``reasoning`` mode) or ``"expected"`` (the expected score
+            ``sum_s s x P(s)`` over the renormalised distribution, which keeps separating documents
+            when most mass sits on one label; the embedded erank-smol model ranks by it).
     """
 
     name = "erank"
@@ -59,8 +63,14 @@ class ERankMethod(Method):
         scale: int = 10,
         max_new_tokens: int = 4096,
         template: str | None = None,
+        rule: Literal["label_prob", "expected"] = "label_prob",
     ) -> None:
         super().__init__(engine)
+        if rule not in ("label_prob", "expected"):
+            raise InputError(f"rule must be 'label_prob' (s x P(s)) or 'expected', got {rule!r}")
+        if rule == "expected" and mode != "direct":
+            raise InputError("rule='expected' needs mode='direct' (the full score distribution)")
+        self.rule = rule
         if mode not in ("direct", "reasoning"):
             raise InputError(f"mode must be 'direct' or 'reasoning', got {mode!r}")
         if scale not in _TEMPLATES and template is None:
@@ -144,14 +154,15 @@ class ERankMethod(Method):
             dist = label_probabilities(st, res.steps[0], res.steps[1] if ext else None)
             label = max(range(len(dist)), key=lambda s: (dist[s], -s))
             p = dist[label]
+            exp = expected_score(dist)
             out.append(
                 DocumentScore(
                     index=0,
-                    score=rank_score(label, p),
+                    score=exp if self.rule == "expected" else rank_score(label, p),
                     label=label,
                     probability=p,
                     distribution=dist,
-                    expected_score=expected_score(dist),
+                    expected_score=exp,
                     parsed=True,
                 )
             )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from erank.errors import ERankError, InputError, MissingExtraError, require
+from erank.models import DEFAULT_MODEL
 from erank.serving.batcher import BatcherStoppedError, MicroBatcher, QueueFullError
 from erank.serving.metrics import ServeMetrics
 from erank.serving.schemas import CohereRerankRequest, DocumentObject, ScoreRequest, TEIRerankRequest
@@ -129,7 +130,7 @@ class RerankService:
             return self.settings.served_model_name
         if self.reranker is not None:
             return str(self.reranker.model_name)
-        return str(self.settings.model or "smollm2-135m")
+        return str(self.settings.model or DEFAULT_MODEL)
 
     def start(self) -> None:
         """Load the model (in a thread unless one was given), then start the worker."""

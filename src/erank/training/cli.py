@@ -19,13 +19,25 @@ def _run(args: argparse.Namespace) -> int:
 
         result = build_dataset(load_config(args.config, DataConfig))
     elif args.stage == "sft":
-        from erank.training.sft import run_sft
+        scfg = load_config(args.config, SFTConfig)
+        if scfg.trainer == "pointwise":
+            from erank.training.pointwise import run_pointwise_sft
 
-        result = run_sft(load_config(args.config, SFTConfig), resume=not args.no_resume)
+            result = run_pointwise_sft(scfg, resume=not args.no_resume)
+        else:
+            from erank.training.sft import run_sft
+
+            result = run_sft(scfg, resume=not args.no_resume)
     else:
-        from erank.training.rl import run_rl
+        rcfg = load_config(args.config, RLConfig)
+        if rcfg.trainer == "pointwise":
+            from erank.training.pointwise import run_pointwise_rl
 
-        result = run_rl(load_config(args.config, RLConfig), resume=not args.no_resume)
+            result = run_pointwise_rl(rcfg, resume=not args.no_resume)
+        else:
+            from erank.training.rl import run_rl
+
+            result = run_rl(rcfg, resume=not args.no_resume)
     sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     return 0
 
@@ -46,6 +58,13 @@ def _eval(args: argparse.Namespace) -> int:
         alpha=args.alpha,
     )
     sys.stdout.write(json.dumps(m) + "\n")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from erank.training.export import export_adapter
+
+    sys.stdout.write(json.dumps(export_adapter(args.adapter, args.dest)) + "\n")
     return 0
 
 
@@ -73,3 +92,7 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--alpha", type=float, default=0.2, help="first-stage weight of hybrid_ndcg@10")
     ev.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ev.set_defaults(func=_eval)
+    ex = sub.add_parser("export", help="ship a LoRA adapter as an embedded model (fp16 weights + SHA256SUMS)")
+    ex.add_argument("adapter", help="the adapter folder (e.g. runs/smol/rl/adapter)")
+    ex.add_argument("dest", help="where to write it (src/erank/weights/erank-smol for the default)")
+    ex.set_defaults(func=_export)

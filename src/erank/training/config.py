@@ -78,6 +78,10 @@ class SourceConfig(_Strict):
     max_queries: int | None = Field(None, ge=1)
     depth: int = Field(1000, ge=1, description="first-stage depth (BM25 top-k for beir)")
     max_grade: int | None = Field(None, ge=1, description="default: the largest grade in the qrels")
+    pools: list[Path] = Field(
+        default_factory=list,
+        description="labels: blend: more first-stage runs (rank_llm JSON, relative to path) pooled as candidates",
+    )
 
     @model_validator(mode="after")
     def _trec_files(self) -> SourceConfig:
@@ -95,7 +99,9 @@ class TeacherConfig(_Strict):
     runs: int = Field(3, ge=1, description="independent runs per pair; the one closest to the mean is kept")
     max_output_tokens: int = Field(2048, ge=1, description="outputs longer than this are dropped")
     temperature: float = Field(
-        1.0, gt=0, description="direct mode: runs sample the score at this temperature"
+        1.0,
+        gt=0,
+        description="runs sample at this temperature (direct: the score; reasoning: the generation)",
     )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
@@ -110,7 +116,14 @@ class DataConfig(_Strict):
     tiers: list[TierConfig] = Field(default_factory=_default_tiers, min_length=1)
     positive_min_grade: int = Field(1, ge=1)
     target_style: Literal["direct", "reasoning"] = "direct"
-    labels: Literal["grades", "teacher"] = "grades"
+    labels: Literal["grades", "teacher", "blend"] = "grades"
+    blend_teacher: str | None = Field(
+        None,
+        description="labels: blend: the sentence-transformers teacher (default: bundled all-MiniLM-L6-v2)",
+    )
+    max_docs_per_query: int | None = Field(
+        None, ge=2, description="labels: blend: judged documents kept per query (a random sample)"
+    )
     grade_map: dict[int, int] | None = Field(
         None, description="grade -> 0..10; default round(10 * grade / max_grade), unjudged 0"
     )
@@ -157,9 +170,30 @@ class EvalConfig(_Strict):
 
 
 class SFTConfig(_Strict):
-    """``erank train sft``: TRL's SFTTrainer + PEFT LoRA, loss on the target only."""
+    """``erank train sft``: TRL's SFTTrainer + PEFT LoRA, loss on the target only.
+
+    ``trainer: pointwise`` selects :mod:`erank.training.pointwise` instead (direct style, fast on
+    CPU): one query's ``docs_per_step`` documents per step, integer-target cross-entropy plus a
+    listwise term.
+    """
 
     model: str
+    trainer: Literal["trl", "pointwise"] = "trl"
+    docs_per_step: int = Field(16, ge=2, description="pointwise: documents of one query per step")
+    listwise_weight: float = Field(1.0, ge=0, description="pointwise: weight of the listwise KL term")
+    listwise_temperature: float = Field(1.0, gt=0, description="pointwise: temperature of the listwise term")
+    sampling: Literal["random", "cycle"] = Field("random", description="pointwise: query order")
+    schedule_steps: int | None = Field(
+        None, ge=1, description="pointwise: length of the LR schedule (default: the run's steps)"
+    )
+    easy_negatives: int = Field(
+        0, ge=0, description="pointwise: documents of other queries per step, target 0 (the easy tier)"
+    )
+    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    template: str | None = Field(
+        None,
+        description="pointwise: the prompt template (name or text; default ERank's), saved with the adapter",
+    )
     data: Path
     output_dir: Path
     lora: LoraConfig | None = Field(default_factory=lambda: LoraConfig.model_validate({}))
@@ -204,9 +238,24 @@ class RewardConfig(_Strict):
 
 
 class RLConfig(_Strict):
-    """``erank train rl``: GRPO with the listwise-derived reward (spec 3.2)."""
+    """``erank train rl``: GRPO with the listwise-derived reward (spec 3.2).
+
+    ``trainer: pointwise`` selects :mod:`erank.training.pointwise`: direct-style rollouts, one
+    query's ``docs_per_query`` documents per step, ``mini_batches`` optimiser steps per rollout
+    batch; ``model`` is then the SFT stage's LoRA adapter folder.
+    """
 
     model: str = Field(description="the SFT model folder: policy start and KL reference")
+    trainer: Literal["own", "pointwise"] = "own"
+    base_model: str | None = Field(None, description="pointwise: the adapter's base (default: its config's)")
+    docs_per_query: int = Field(16, ge=2, description="pointwise: N documents of one query per group")
+    mini_batches: int = Field(
+        2,
+        ge=1,
+        description="optimiser steps per rollout batch (so later ones see a moved policy and the clip acts)",
+    )
+    positive_target: float = Field(5.0, ge=0, description="pointwise: targets at or above are positives")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads")
     data: Path
     output_dir: Path
     rollouts: int = Field(5, ge=2, description="G rollouts per prompt")

@@ -2,9 +2,11 @@
 
 Negatives are drawn from rank tiers of a first stage (default: 9 from the top 10, 6 from ranks
 11-100, 4 from 101-1000; a tier with too few candidates is topped up from the next ones). Labels
-come from a teacher LLM through any erank engine (k runs per pair, the run closest to the mean
-kept, outputs over the length limit dropped) or, without a teacher, from the graded judgements
-through :func:`grade_to_score`.
+come from a teacher LLM through an erank engine (k independent, seeded, sampled runs per pair, the
+run closest to the runs' mean kept, outputs over the length limit dropped) or, without a teacher,
+from the graded judgements through :func:`grade_to_score`. A pair dropped (no teacher run left, or
+longer than ``cutoff``) leaves its query's group one document shorter; when that pair is the
+query's positive the whole query is dropped, so that no group is left without its positive.
 
 Prompts are exactly what :class:`~erank.methods.erank.ERankMethod` scores at inference: the same
 template, truncation and chat template; ``direct`` targets are the completion after
@@ -30,7 +32,7 @@ from typing import Any
 from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest, LogprobResult
 from erank.errors import DataFormatError, InputError
 from erank.prompts import resolve_instruction
-from erank.training.config import DataConfig, SourceConfig, TierConfig
+from erank.training.config import DataConfig, SourceConfig, TeacherConfig, TierConfig
 
 __all__ = [
     "Collection",
@@ -279,10 +281,10 @@ def load_tokenizer(model: str | None) -> Any:
     """The HF tokenizer of a model folder, GGUF file or hub id (``None``: the default model)."""
     from transformers import AutoTokenizer
 
-    from erank.models import ensure_converted_gguf, resolve_model
+    from erank.models import base_folder, resolve_model
 
     spec = resolve_model(model)
-    location = str(ensure_converted_gguf(spec.location)) if spec.kind == "gguf" else spec.location
+    location = base_folder(spec)
     tok = AutoTokenizer.from_pretrained(location)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -297,11 +299,15 @@ class PromptBuilder:
     True
     """
 
-    def __init__(self, tokenizer: Any, style: str, truncate_length: int | None = 2048) -> None:
+    def __init__(
+        self, tokenizer: Any, style: str, truncate_length: int | None = 2048, template: str | None = None
+    ) -> None:
         from erank.methods.erank import ERankMethod
 
         self.engine = _TokenizerOnlyEngine(tokenizer)
-        self.method = ERankMethod(self.engine, mode="direct" if style == "direct" else "reasoning")
+        self.method = ERankMethod(
+            self.engine, mode="direct" if style == "direct" else "reasoning", template=template
+        )
         self.truncate_length = truncate_length
         self.hf = tokenizer
 
@@ -312,35 +318,157 @@ class PromptBuilder:
 
     def encode(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
         """Token ids of prompt and completion (+ EOS), as the engine tokenises them."""
-        p = self.engine.tokenizer.encode_prompt(prompt)
-        c = self.engine.tokenizer.encode(completion) + [int(self.hf.eos_token_id)]
-        return p, c
+        return self.engine.tokenizer.encode_prompt(prompt), self.completion_ids(completion)
+
+    def completion_ids(self, completion: str) -> list[int]:
+        """Token ids of a completion (+ EOS)."""
+        return self.engine.tokenizer.encode(completion) + [int(self.hf.eos_token_id)]
 
 
 # ---------------------------------------------------------------------------- teacher
+#: Engines whose reasoning-mode teacher runs can be sampled (the erank engines decode greedily).
+SAMPLING_ENGINES = ("transformers", "vllm")
+
+
+def _teacher_prompt_ids(teacher: Any, query: str, doc: str, instruction: str, truncate: int) -> list[int]:
+    """The teacher's prompt for one pair, exactly as its method scores it."""
+    method = teacher.method
+    q, _ = method.truncate(query, truncate)
+    d, _ = method.truncate(doc, truncate)
+    return list(method.engine.tokenizer.encode_prompt(method.build_prompt(q, d, instruction)))
+
+
+def _sample_transformers(
+    engine: Any, prompt: list[int], k: int, temperature: float, max_new_tokens: int, seed: int
+) -> list[tuple[str, int]]:
+    """``k`` completions sampled at ``temperature`` (no top-k / top-p) by a transformers engine,
+    each ``(text up to </answer>, generated tokens)``; the global torch RNG is left as it was."""
+    import torch
+
+    from erank.engines.transformers import _trim_tokens_to_text
+    from erank.methods.erank import ANSWER_STOP
+
+    hf = engine.hf_tokenizer
+    eos_ids = {int(t) for t in _ids(hf.eos_token_id) + _ids(engine.model.generation_config.eos_token_id)}
+    ids = torch.tensor([prompt], dtype=torch.long, device=engine.device)
+    cuda = [engine.device] if engine.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.inference_mode(), engine._autocast():
+        torch.manual_seed(seed)
+        out = engine.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            num_beams=1,
+            num_return_sequences=k,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=engine.pad_id,
+            stop_strings=[ANSWER_STOP],
+            tokenizer=hf,
+        )
+    runs = []
+    for row in out[:, len(prompt) :].cpu().tolist():
+        gen = row[:max_new_tokens]
+        for t, tid in enumerate(gen):
+            if tid in eos_ids:
+                gen = gen[:t]
+                break
+        text = engine.tokenizer.decode(gen)
+        at = text.find(ANSWER_STOP)
+        if at >= 0:
+            text = text[: at + len(ANSWER_STOP)]
+            gen = _trim_tokens_to_text(engine.tokenizer.decode, gen, len(text))
+        runs.append((text, len(gen)))
+    return runs
+
+
+def _sample_vllm(
+    engine: Any, prompt: list[int], k: int, temperature: float, max_new_tokens: int, seed: int
+) -> list[tuple[str, int]]:
+    """``k`` completions sampled at ``temperature`` by the vLLM engine (one seed per run)."""
+    from erank.methods.erank import ANSWER_STOP
+
+    params = [
+        engine._vllm.SamplingParams(
+            temperature=temperature,
+            seed=seed + i,
+            max_tokens=max_new_tokens,
+            stop=[ANSWER_STOP],
+            include_stop_str_in_output=True,
+        )
+        for i in range(k)
+    ]
+    outs = engine._run([list(prompt)] * k, params)
+    engine.stats.generated_tokens += sum(len(o.outputs[0].token_ids) for o in outs)
+    return [(str(o.outputs[0].text), len(o.outputs[0].token_ids)) for o in outs]
+
+
+def _ids(x: Any) -> list[int]:
+    if x is None:
+        return []
+    return [int(x)] if isinstance(x, int) else [int(v) for v in x]
+
+
+def check_teacher(tcfg: TeacherConfig, engine: str) -> None:
+    """Refuse a teacher (on the engine named ``engine``) whose ``runs`` would all be the same answer.
+
+    Reasoning-mode runs are sampled generations, which only the ``transformers`` and ``vllm``
+    engines offer here (the erank engines themselves decode greedily); direct-mode runs sample the
+    score from the teacher's distribution, on any engine; a single run is the greedy answer.
+
+    >>> check_teacher(TeacherConfig(model="m", engine="openai", runs=3), "openai")
+    Traceback (most recent call last):
+    erank.errors.InputError: teacher: 3 reasoning-mode runs need sampled generations, ...
+    """
+    if tcfg.mode == "reasoning" and tcfg.runs > 1 and engine not in SAMPLING_ENGINES:
+        raise InputError(
+            f"teacher: {tcfg.runs} reasoning-mode runs need sampled generations, which the {engine!r} "
+            f"engine does not offer here (it decodes greedily: every run would be the same); use "
+            f"engine: {' or '.join(SAMPLING_ENGINES)}, mode: direct, or runs: 1"
+        )
+
+
 def _teacher_label(
     teacher: Any, cfg: DataConfig, query: str, doc: str, instruction: str, rng: random.Random
 ) -> dict[str, Any] | None:
-    """k teacher runs on one pair; the run closest to the mean, or None if all were dropped."""
-    from erank.engines.base import GenerateResult  # noqa: F401 - typing only
+    """k independent teacher runs on one pair; the run closest to their mean, or None if all were dropped.
+
+    ``direct`` mode: one forward pass gives the teacher's 0..10 distribution ``p``; each run draws
+    a score from ``p ** (1 / temperature)`` with ``rng``. ``reasoning`` mode: each run is a
+    completion sampled at ``temperature`` from a seed drawn from ``rng`` (a single run: the greedy
+    answer); a run longer than ``max_output_tokens`` or without a parsable answer is dropped.
+    Returns ``{"score", "reasoning", "runs"}`` (``runs``: the kept runs' scores, in order).
+    """
+    from erank.methods.erank import _reasoning_text
+    from erank.scoring import parse_answer
 
     tcfg = cfg.teacher
     assert tcfg is not None
     runs: list[tuple[int, str]] = []
-    for _ in range(tcfg.runs):
+    if tcfg.mode == "direct":
+        res = teacher.score(query, [doc], instruction, cfg.truncate_length).scores[0]
+        weights = [max(0.0, float(p)) ** (1.0 / tcfg.temperature) for p in res.distribution or []]
+        if sum(weights) <= 0:
+            return None
+        runs = [(label, "") for label in rng.choices(range(len(weights)), weights=weights, k=tcfg.runs)]
+    elif tcfg.runs == 1:
         res = teacher.score(query, [doc], instruction, cfg.truncate_length, return_reasoning=True).scores[0]
-        if tcfg.mode == "direct":
-            dist = res.distribution or []
-            total = sum(dist)
-            if total <= 0:
-                continue
-            weights = [p ** (1.0 / tcfg.temperature) for p in dist]
-            label = rng.choices(range(len(dist)), weights=weights)[0]
-            runs.append((label, ""))
-            continue
-        if not res.parsed or res.label is None or res.generated_tokens > tcfg.max_output_tokens:
-            continue
-        runs.append((int(res.label), res.reasoning or ""))
+        if res.parsed and res.label is not None and res.generated_tokens <= tcfg.max_output_tokens:
+            runs.append((int(res.label), res.reasoning or ""))
+    else:
+        check_teacher(tcfg, teacher.engine.name)
+        sample = _sample_vllm if teacher.engine.name == "vllm" else _sample_transformers
+        prompt = _teacher_prompt_ids(teacher, query, doc, instruction, cfg.truncate_length)
+        scale = int(getattr(teacher.method, "scale", 10))
+        seed = rng.randrange(2**31)
+        for text, n_tokens in sample(
+            teacher.engine, prompt, tcfg.runs, tcfg.temperature, tcfg.max_output_tokens, seed
+        ):
+            label, _ = parse_answer(text, scale)
+            if label is not None and n_tokens <= tcfg.max_output_tokens:
+                runs.append((label, _reasoning_text(text)))
     if not runs:
         return None
     best = select_closest_to_mean([r[0] for r in runs])
@@ -361,7 +489,11 @@ def build_dataset(cfg: DataConfig) -> dict[str, Any]:
     Writes ``train.jsonl`` (one row per pair: ids, texts, ``prompt``, ``completion``, ``target``,
     grade, tier, first-stage rank), ``dataset/`` (the same as a Hugging Face ``datasets``
     dataset), ``eval.jsonl`` (held-out queries with their first-stage candidates and qrels) and
-    ``params.json`` (the configuration and the counts). Returns the counts.
+    ``params.json`` (the configuration and the counts). Returns the counts: ``queries`` and
+    ``pairs`` written, ``skipped_no_positive`` (queries without a judged positive),
+    ``dropped_long`` / ``dropped_teacher`` (pairs over ``cutoff`` / with no teacher run left),
+    ``dropped_queries`` (queries dropped whole because their positive pair was dropped),
+    ``eval_queries``.
 
     >>> from erank.training.config import load_config, DataConfig     # doctest: +SKIP
     >>> build_dataset(load_config("configs/train/toy-data.yaml", DataConfig))["pairs"]  # doctest: +SKIP
@@ -369,6 +501,10 @@ def build_dataset(cfg: DataConfig) -> dict[str, Any]:
     """
     from erank.errors import require
 
+    if cfg.labels == "blend":
+        from erank.training.blend import build_blend_dataset
+
+        return build_blend_dataset(cfg)
     datasets: Any = require("datasets", "training", "writing the training set")
     t0 = time.time()
     rng = random.Random(cfg.seed)
@@ -379,6 +515,7 @@ def build_dataset(cfg: DataConfig) -> dict[str, Any]:
         from erank.reranker import Reranker
 
         assert cfg.teacher is not None
+        check_teacher(cfg.teacher, cfg.teacher.engine)
         teacher = Reranker(
             cfg.teacher.model,
             engine=cfg.teacher.engine,
@@ -388,7 +525,16 @@ def build_dataset(cfg: DataConfig) -> dict[str, Any]:
         )
     rows: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
-    stats = {"queries": 0, "pairs": 0, "skipped_no_positive": 0, "dropped_long": 0, "dropped_teacher": 0}
+    # the teacher's own stream: the sampled groups do not depend on the teacher or its runs
+    teacher_rng = random.Random(f"teacher-{cfg.seed}")
+    stats = {
+        "queries": 0,
+        "pairs": 0,
+        "skipped_no_positive": 0,
+        "dropped_long": 0,
+        "dropped_teacher": 0,
+        "dropped_queries": 0,
+    }
     for src in cfg.sources:
         coll = load_source(src)
         qids = list(coll.queries)
@@ -421,47 +567,15 @@ def build_dataset(cfg: DataConfig) -> dict[str, Any]:
             group = sample_group(
                 ranked, sorted(positive_set), positive_set, cfg.tiers, cfg.docs_per_query, rng
             )
+            built = _build_group(
+                cfg, src.name, qid, coll, group, first_score, builder, teacher, teacher_rng, stats
+            )
+            if built is None:
+                stats["dropped_queries"] += 1
+                continue
+            rows.extend(built)
             stats["queries"] += 1
-            for docid, tier, rank in group:
-                query, doc = coll.queries[qid], coll.docs[docid]
-                grade = judged.get(docid)
-                reasoning = ""
-                runs: list[int] = []
-                if teacher is not None:
-                    lab = _teacher_label(teacher, cfg, query, doc, coll.instruction, rng)
-                    if lab is None:
-                        stats["dropped_teacher"] += 1
-                        continue
-                    score, reasoning, runs = lab["score"], lab["reasoning"], lab["runs"]
-                else:
-                    score = grade_to_score(grade, coll.max_grade, cfg.grade_map)
-                prompt = builder.prompt(query, doc, coll.instruction)
-                completion = target_text(score, cfg.target_style, reasoning)
-                p_ids, c_ids = builder.encode(prompt, completion)
-                if len(p_ids) + len(c_ids) > cfg.cutoff:
-                    stats["dropped_long"] += 1
-                    continue
-                rows.append(
-                    {
-                        "qid": f"{src.name}/{qid}",
-                        "docid": docid,
-                        "source": src.name,
-                        "query": query,
-                        "doc": doc,
-                        "instruction": coll.instruction,
-                        "prompt": prompt,
-                        "completion": completion,
-                        "target": score,
-                        "grade": -1 if grade is None else grade,
-                        "is_positive": tier == "positive",
-                        "tier": tier,
-                        "first_stage_rank": -1 if rank is None else rank,
-                        "first_stage_score": float(first_score.get(docid, 0.0)),
-                        "teacher_runs": runs,
-                        "style": cfg.target_style,
-                    }
-                )
-                stats["pairs"] += 1
+            stats["pairs"] += len(built)
     if not rows:
         raise InputError("no training pairs were built: check that the sources have judged positives")
     out = Path(cfg.output_dir)
@@ -482,6 +596,77 @@ def build_dataset(cfg: DataConfig) -> dict[str, Any]:
     (out / "params.json").write_text(json.dumps(params, indent=2, default=str), encoding="utf-8")
     logger.info("wrote %d pairs of %d queries to %s", stats["pairs"], stats["queries"], out)
     return stats
+
+
+def _build_group(
+    cfg: DataConfig,
+    source: str,
+    qid: str,
+    coll: Collection,
+    group: list[tuple[str, str, int | None]],
+    first_score: dict[str, float],
+    builder: PromptBuilder,
+    teacher: Any,
+    teacher_rng: random.Random,
+    stats: dict[str, int],
+) -> list[dict[str, Any]] | None:
+    """The rows of one query's group, or None when its positive (``group[0]``) is dropped.
+
+    A pair is dropped when no teacher run is left or prompt + target exceed ``cutoff`` (counted in
+    ``stats``); a dropped negative only shortens the group, a dropped positive drops the query
+    (its negatives are then neither labelled nor counted).
+    """
+    query = coll.queries[qid]
+    judged = coll.qrels.get(qid, {})
+    shortest = len(builder.completion_ids(target_text(0, cfg.target_style)))
+    out: list[dict[str, Any]] = []
+    for docid, tier, rank in group:
+        doc = coll.docs[docid]
+        grade = judged.get(docid)
+        prompt = builder.prompt(query, doc, coll.instruction)
+        p_ids = builder.engine.tokenizer.encode_prompt(prompt)
+        reasoning = ""
+        runs: list[int] = []
+        if len(p_ids) + shortest > cfg.cutoff:  # no target fits: not worth a teacher call
+            completion = ""
+        elif teacher is not None:
+            lab = _teacher_label(teacher, cfg, query, doc, coll.instruction, teacher_rng)
+            if lab is None:
+                stats["dropped_teacher"] += 1
+                if tier == "positive":
+                    return None
+                continue
+            score, reasoning, runs = lab["score"], lab["reasoning"], lab["runs"]
+            completion = target_text(score, cfg.target_style, reasoning)
+        else:
+            score = grade_to_score(grade, coll.max_grade, cfg.grade_map)
+            completion = target_text(score, cfg.target_style, reasoning)
+        if not completion or len(p_ids) + len(builder.completion_ids(completion)) > cfg.cutoff:
+            stats["dropped_long"] += 1
+            if tier == "positive":
+                return None
+            continue
+        out.append(
+            {
+                "qid": f"{source}/{qid}",
+                "docid": docid,
+                "source": source,
+                "query": query,
+                "doc": doc,
+                "instruction": coll.instruction,
+                "prompt": prompt,
+                "completion": completion,
+                "target": score,
+                "grade": -1 if grade is None else grade,
+                "is_positive": tier == "positive",
+                "tier": tier,
+                "first_stage_rank": -1 if rank is None else rank,
+                "first_stage_score": float(first_score.get(docid, 0.0)),
+                "teacher_runs": runs,
+                "style": cfg.target_style,
+            }
+        )
+    return out
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,8 @@ def evaluate_engine(
     truncate_length: int | None = 2048,
     mode: str = "direct",
     alpha: float = 0.2,
-) -> dict[str, float]:
+    template: str | None = None,
+) -> dict[str, Any]:
     """Rerank the eval split with ERank on ``engine``; nDCG@10 of the reranking and of the first stage.
 
     Also ``hybrid_ndcg@10`` (spec 2.4: ``alpha`` x z(first-stage score) + (1 - alpha) x
@@ -80,7 +82,8 @@ def evaluate_engine(
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must be between 0 and 1, got {alpha}")
     rows = _rows(eval_rows, max_queries)
-    method = ERankMethod(engine, mode=mode)  # type: ignore[arg-type]
+    # rule s x P(s) for ``ndcg@10``; the expected-score rule is reported beside it
+    method = ERankMethod(engine, mode=mode, template=template)  # type: ignore[arg-type]
     model = getattr(engine, "model", None)
     was_training = bool(getattr(model, "training", False))
     if model is not None:
@@ -91,7 +94,9 @@ def evaluate_engine(
     first: dict[str, dict[str, float]] = {}
     hybrid: dict[str, dict[str, float]] = {}
     expected: dict[str, dict[str, float]] = {}
+    hybrid_expected: dict[str, dict[str, float]] = {}
     pairs = label0 = 0
+    labels: Counter[int] = Counter()
     try:
         for r in rows:
             cands = r["candidates"][:candidates]
@@ -115,16 +120,35 @@ def evaluate_engine(
             )
             hybrid[qid] = {str(c["docid"]): f["hybrid_score"] for c, f in zip(cands, fused, strict=True)}
             label0 += sum(1 for sc in res.scores if sc.label == 0)
+            labels.update(-1 if sc.label is None else sc.label for sc in res.scores)
             if all(sc.expected_score is not None for sc in res.scores):
                 expected[qid] = {
                     str(c["docid"]): float(sc.expected_score or 0.0)
                     for c, sc in zip(cands, res.scores, strict=True)
                 }
+                fused_e = hybrid_scores(
+                    [
+                        {"first_stage_score": float(c.get("score", n - i)), "rank_score": sc.expected_score}
+                        for i, (c, sc) in enumerate(zip(cands, res.scores, strict=True))
+                    ],
+                    alpha,
+                    sort=False,
+                )
+                hybrid_expected[qid] = {
+                    str(c["docid"]): f["hybrid_score"] for c, f in zip(cands, fused_e, strict=True)
+                }
             pairs += n
     finally:
         if model is not None and was_training:
             model.train()
-    extra = {"expected_ndcg@10": ndcg_at_10(qrels, expected)} if len(expected) == len(run) and run else {}
+    extra = (
+        {
+            "expected_ndcg@10": ndcg_at_10(qrels, expected),
+            "expected_hybrid_ndcg@10": ndcg_at_10(qrels, hybrid_expected),
+        }
+        if len(expected) == len(run) and run
+        else {}
+    )
     return {
         **extra,
         "ndcg@10": ndcg_at_10(qrels, run),
@@ -132,6 +156,7 @@ def evaluate_engine(
         "hybrid_ndcg@10": ndcg_at_10(qrels, hybrid),
         "alpha": alpha,
         "label0_share": label0 / pairs if pairs else 0.0,
+        "label_distribution": {str(k): v for k, v in sorted(labels.items())},
         "queries": float(len(run)),
         "pairs": float(pairs),
         "seconds": round(time.time() - t0, 1),
@@ -148,7 +173,7 @@ def evaluate_model(
     mode: str = "direct",
     device: str | None = None,
     alpha: float = 0.2,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Load ``model`` (folder, GGUF, adapter folder, ``None`` = default) and run :func:`evaluate_engine`."""
     from erank.reranker import Reranker
 
@@ -162,6 +187,7 @@ def evaluate_model(
             truncate_length=truncate_length,
             mode=mode,
             alpha=alpha,
+            template=getattr(rr.method, "template", None),
         )
     finally:
         rr.close()

@@ -16,9 +16,18 @@ unparsable), ``positive[d]`` whether ``d`` is a positive. Every rollout gets a g
      ``s_ref`` the reference (SFT) model's score of that document (default 0 when none is given),
      ``neg_max`` default 0.5.
 
-* :func:`reward_ndcg` - r_NDCG: a positive rollout earns its DCG discount ``1 / log2(phi + 1)``
-  divided by the mean ideal discount (positives at ranks 1..P), so 1.0 when all positive rollouts
-  lead; a negative rollout loses the share of positive rollouts it outranks (``-k / P``).
+* :func:`reward_ndcg` - r_NDCG, in [-1, 1] with the default constants:
+
+  1. unparsable output: ``unparsable_penalty``;
+  2. positive rollout: its DCG discount ``1 / log2(phi + 1)`` divided by the discount of its ideal
+     place ``j`` (``j - 1`` = the parsed positive rollouts with a strictly higher score, so ties
+     take the smallest place as ``phi`` does): ``log2(j + 1) / log2(phi + 1)``. At most 1.0, since
+     ``phi >= j``; exactly 1.0 when no negative rollout scores above it (all positive rollouts
+     leading, tied or not, all get 1.0);
+  3. negative ranked above ``k`` of the ``P`` positive rollouts: ``-k / P``;
+  4. negative below every positive: the reference term of r_RR,
+     ``neg_max * (1 - ((s - s_ref) / max_score) ** 2)``.
+
 * :func:`reward_se` - r_SE: ``1 - ((s - t) / max_score) ** 2`` to the teacher score ``t``.
 
 >>> global_ranks([[7, 7], [9, None]])
@@ -95,31 +104,45 @@ def reward_rr(
 
 
 def reward_ndcg(
-    scores: Scores, positive: Sequence[bool], *, unparsable_penalty: float = -1.0
+    scores: Scores,
+    positive: Sequence[bool],
+    ref_scores: Sequence[float | None] | None = None,
+    *,
+    unparsable_penalty: float = -1.0,
+    neg_max: float = 0.5,
+    max_score: int = 10,
 ) -> list[list[float]]:
-    """r_NDCG (module docstring).
+    """r_NDCG (module docstring): at most 1.0 for a positive rollout, ``neg_max`` for a negative.
 
-    >>> reward_ndcg([[9], [1]], [True, False])
-    [[1.0], [0.0]]
-    >>> [round(x, 3) for x in reward_ndcg([[2], [5]], [True, False])[0]]
+    >>> reward_ndcg([[9], [1]], [True, False], ref_scores=[None, 1])
+    [[1.0], [0.5]]
+    >>> [round(x, 3) for x in reward_ndcg([[2], [5]], [True, False])[0]]   # a negative above it
     [0.631]
+    >>> reward_ndcg([[10, 10], [3, 3]], [True, False], ref_scores=[None, 3])   # tied positives lead
+    [[1.0, 1.0], [0.5, 0.5]]
     """
     _check(scores, positive)
     ranks = global_ranks(scores)
     pos_ranks = [r for d, row in enumerate(ranks) if positive[d] for r in row if r is not None]
+    pos_scores = [float(s) for d, row in enumerate(scores) if positive[d] for s in row if s is not None]
     n_pos = sum(len(row) for d, row in enumerate(scores) if positive[d])
-    ideal = sum(1.0 / math.log2(k + 1) for k in range(1, n_pos + 1)) / max(1, n_pos)
     out: list[list[float]] = []
     for d, row in enumerate(scores):
+        ref = ref_scores[d] if ref_scores is not None and ref_scores[d] is not None else 0.0
         rewards = []
         for s, phi in zip(row, ranks[d], strict=True):
             if s is None or phi is None:
                 rewards.append(unparsable_penalty)
             elif positive[d]:
-                rewards.append((1.0 / math.log2(phi + 1)) / ideal)
+                ideal = 1 + sum(1 for p in pos_scores if p > float(s))  # <= phi
+                rewards.append(math.log2(ideal + 1) / math.log2(phi + 1))
             else:
                 beaten = sum(1 for r in pos_ranks if r > phi)
-                rewards.append(-beaten / max(1, n_pos))
+                if beaten:
+                    rewards.append(-beaten / n_pos)
+                else:
+                    err = (float(s) - float(ref)) / max_score  # type: ignore[arg-type]
+                    rewards.append(neg_max * (1.0 - err * err))
         out.append(rewards)
     return out
 
@@ -156,7 +179,8 @@ def compute_rewards(
         kw = {k: float(params[k]) for k in keys if k in params}
         return reward_rr(scores, positive, ref_scores, unparsable_penalty=pen, max_score=mx, **kw)
     if kind == "ndcg":
-        return reward_ndcg(scores, positive, unparsable_penalty=pen)
+        nkw = {"neg_max": float(params["neg_max"])} if "neg_max" in params else {}
+        return reward_ndcg(scores, positive, ref_scores, unparsable_penalty=pen, max_score=mx, **nkw)
     if kind == "se":
         return reward_se(scores, targets, unparsable_penalty=pen, max_score=mx)
     from erank.errors import InputError

@@ -31,6 +31,20 @@ advantage is normalised over the G rollouts of each prompt (document), and the l
 clipped surrogate (``clip``) plus ``kl_coef`` times the low-variance (k3) KL estimate to the
 reference model, as in the paper (verl's ``low_var_kl``).
 
+One batch of rollouts gives ``inner_epochs x mini_batches`` optimiser steps: each inner epoch
+shuffles the batch's documents (seeded) and splits them into ``mini_batches`` parts (a document's G
+rollouts stay together; the paper: 1280 prompts as 4 x 320), one AdamW step each. Every step after
+the first sees a policy that has moved away from the one that sampled the rollouts, so the
+importance ratio leaves 1 and the clip acts; with a single step per batch (``inner_epochs: 1``,
+``mini_batches: 1``) the ratio is 1 (up to rounding) and the surrogate is the plain policy gradient. ``clip_frac`` in the metrics is the share of
+ratios (per sampled score, or per completion token) outside ``1 +- clip`` over all steps of the
+batch.
+
+Groups: r_RR and r_NDCG need each query's positive in its group. A prompt longer than ``cutoff``
+is left out; when that prompt is a query's positive the whole query is left out (counted in the
+summary as ``dropped_queries``), and a query whose data has no positive at all is refused with an
+:class:`~erank.errors.InputError` (``reward.kind: se`` needs no positive).
+
 Reference model: with ``lora`` the policy is the SFT model plus a fresh adapter and the
 reference is the same network with the adapter disabled (no second copy in memory); without
 ``lora`` (full-parameter, the paper) the reference is a frozen copy.
@@ -264,6 +278,27 @@ def _chunks(items: list[int], n: int) -> list[list[int]]:
     return [items[i : i + n] for i in range(0, len(items), n)]
 
 
+def _mini_batches(n_docs: int, parts: int, seed: int) -> list[list[int]]:
+    """Document indices ``0..n_docs-1`` shuffled with ``seed`` and split into ``parts`` (at most
+    ``n_docs``) mini-batches of near-equal size.
+
+    >>> parts = _mini_batches(5, 2, seed=0)
+    >>> [len(p) for p in parts], sorted(i for p in parts for i in p)
+    ([2, 3], [0, 1, 2, 3, 4])
+    >>> [len(p) for p in _mini_batches(2, 4, seed=0)]
+    [1, 1]
+    """
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    order = torch.randperm(n_docs, generator=gen).tolist()
+    k = max(1, min(parts, n_docs))
+    return [order[i * n_docs // k : (i + 1) * n_docs // k] for i in range(k)]
+
+
+def _update_seed(cfg: RLConfig, step: int, epoch: int) -> int:
+    return (cfg.seed * 1_000_003 + step) * 10_007 + epoch
+
+
 def _save_checkpoint(
     pol: _Policy, opt: torch.optim.Optimizer, out: Path, state: dict[str, Any], keep: int = 2
 ) -> Path:
@@ -312,7 +347,12 @@ def _query_rewards(
     by_query: dict[str, list[int]] = {}
     for j, i in enumerate(batch):
         by_query.setdefault(str(rows[i]["qid"]), []).append(j)
-    for js in by_query.values():
+    for qid, js in by_query.items():
+        if cfg.reward.kind != "se" and not any(rows[batch[j]]["is_positive"] for j in js):
+            raise InputError(
+                f"query {qid!r} has no positive document in its group: reward {cfg.reward.kind} "
+                "would reward every negative; drop the query from the data or give it its positive"
+            )
         rew = compute_rewards(
             cfg.reward.kind,
             [scores[j] for j in js],
@@ -365,31 +405,37 @@ def _direct_step(
     rewards_all, adv = _query_rewards(cfg, rows, batch, scores, [float(v) for v in ref_label.tolist()])
     old_sel = old_lp.cpu().gather(1, samples)
     ref_sel = ref_lp.cpu().gather(1, samples)
-    # 2. clipped surrogate + k3 KL, gradient accumulated chunk by chunk
+    # 2. clipped surrogate + k3 KL: inner_epochs x mini_batches optimiser steps, each accumulating
+    #    its mini-batch's gradient chunk by chunk
     n_roll = len(batch) * cfg.rollouts
     loss_sum = kl_sum = clip_sum = 0.0
-    for _ in range(cfg.inner_epochs):
-        opt.zero_grad(set_to_none=True)
-        for c in _chunks(list(range(len(batch))), chunk):
-            new_lp = pol.policy_logprobs([prompts[batch[j]] for j in c])
-            idx = torch.tensor(c)
-            new_sel = new_lp.gather(1, samples[idx].to(new_lp.device))
-            dev = new_sel.device
-            surr, kl, clipped = _grpo_terms(
-                new_sel, old_sel[idx].to(dev), ref_sel[idx].to(dev), adv[idx].to(dev), cfg.clip
-            )
-            loss = (-surr + cfg.kl_coef * kl).sum() / n_roll
-            loss.backward()
-            loss_sum += float(loss.detach())
-            kl_sum += float(kl.detach().sum())
-            clip_sum += float(clipped.sum())
-        torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
-        opt.step()
+    updates = 0
+    for epoch in range(cfg.inner_epochs):
+        for mb in _mini_batches(len(batch), cfg.mini_batches, _update_seed(cfg, step, epoch)):
+            opt.zero_grad(set_to_none=True)
+            n_mb = len(mb) * cfg.rollouts
+            for c in _chunks(mb, chunk):
+                new_lp = pol.policy_logprobs([prompts[batch[j]] for j in c])
+                idx = torch.tensor(c)
+                new_sel = new_lp.gather(1, samples[idx].to(new_lp.device))
+                dev = new_sel.device
+                surr, kl, clipped = _grpo_terms(
+                    new_sel, old_sel[idx].to(dev), ref_sel[idx].to(dev), adv[idx].to(dev), cfg.clip
+                )
+                loss = (-surr + cfg.kl_coef * kl).sum() / n_mb
+                loss.backward()
+                loss_sum += float(loss.detach())
+                kl_sum += float(kl.detach().sum())
+                clip_sum += float(clipped.sum())
+            torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
+            opt.step()
+            updates += 1
     return {
-        "loss": loss_sum / cfg.inner_epochs,
+        "loss": loss_sum / updates,
         "reward": float(rewards_all.mean()),
         "kl": kl_sum / (n_roll * cfg.inner_epochs),
         "clip_frac": clip_sum / (n_roll * cfg.inner_epochs),
+        "updates": updates,
         "unparsable": float((samples == UNPARSABLE).float().mean()),
     }
 
@@ -426,46 +472,62 @@ def _reasoning_step(
     rewards_all, adv = _query_rewards(cfg, rows, batch, scores, [ref_cache[i] for i in batch])
     flat_prompts = [prompts[batch[j // g_n]] for j in range(len(comps))]
     flat_adv = adv.reshape(-1)
-    # 2. old (sampling-time) and reference per-token log-probabilities
+    # 2. old (sampling-time) and reference per-token log-probabilities, one row per completion
     old: list[torch.Tensor] = []
     ref: list[torch.Tensor] = []
-    chunks = _chunks(list(range(len(comps))), cfg.micro_batch)
     with torch.no_grad():
-        for c in chunks:
+        for c in _chunks(list(range(len(comps))), cfg.micro_batch):
             lp, _ = pol.completion_logprobs(pol.model, [flat_prompts[j] for j in c], [comps[j] for j in c])
             rlp, _ = pol.ref_completion_logprobs([flat_prompts[j] for j in c], [comps[j] for j in c])
-            old.append(lp.detach())
-            ref.append(rlp.detach())
-    # 3. clipped surrogate + k3 KL per token, mean over each completion's tokens, mean over rollouts
-    n_roll = len(comps)
+            for r, j in enumerate(c):
+                old.append(lp[r, : max(1, len(comps[j]))].detach())
+                ref.append(rlp[r, : max(1, len(comps[j]))].detach())
+    # 3. clipped surrogate + k3 KL per token, mean over each completion's tokens, mean over rollouts;
+    #    inner_epochs x mini_batches optimiser steps (a document's G completions stay together)
     loss_sum = kl_sum = clip_sum = 0.0
     n_tok = 0.0
-    for _ in range(cfg.inner_epochs):
-        opt.zero_grad(set_to_none=True)
-        for c, old_c, ref_c in zip(chunks, old, ref, strict=True):
-            new_lp, m = pol.completion_logprobs(
-                pol.model, [flat_prompts[j] for j in c], [comps[j] for j in c]
-            )
-            a = flat_adv[torch.tensor(c)].to(new_lp.device).unsqueeze(-1)
-            surr, kl, clipped = _grpo_terms(new_lp, old_c, ref_c, a, cfg.clip)
-            per_tok = (-surr + cfg.kl_coef * kl) * m
-            loss = (per_tok.sum(-1) / m.sum(-1).clamp(min=1.0)).sum() / n_roll
-            loss.backward()
-            loss_sum += float(loss.detach())
-            kl_sum += float((kl.detach() * m).sum())
-            clip_sum += float((clipped * m).sum())
-            n_tok += float(m.sum())
-        torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
-        opt.step()
+    updates = 0
+    for epoch in range(cfg.inner_epochs):
+        for mb in _mini_batches(len(batch), cfg.mini_batches, _update_seed(cfg, step, epoch)):
+            opt.zero_grad(set_to_none=True)
+            rows_mb = [j * g_n + g for j in mb for g in range(g_n)]
+            for c in _chunks(rows_mb, cfg.micro_batch):
+                new_lp, m = pol.completion_logprobs(
+                    pol.model, [flat_prompts[j] for j in c], [comps[j] for j in c]
+                )
+                old_c = _pad_rows([old[j] for j in c], new_lp.shape[1]).to(new_lp.device)
+                ref_c = _pad_rows([ref[j] for j in c], new_lp.shape[1]).to(new_lp.device)
+                a = flat_adv[torch.tensor(c)].to(new_lp.device).unsqueeze(-1)
+                surr, kl, clipped = _grpo_terms(new_lp, old_c, ref_c, a, cfg.clip)
+                per_tok = (-surr + cfg.kl_coef * kl) * m
+                loss = (per_tok.sum(-1) / m.sum(-1).clamp(min=1.0)).sum() / len(rows_mb)
+                loss.backward()
+                loss_sum += float(loss.detach())
+                kl_sum += float((kl.detach() * m).sum())
+                clip_sum += float((clipped * m).sum())
+                n_tok += float(m.sum())
+            torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
+            opt.step()
+            updates += 1
     flat_scores = [s for group in scores for s in group]
     return {
-        "loss": loss_sum / cfg.inner_epochs,
+        "loss": loss_sum / updates,
         "reward": float(rewards_all.mean()),
         "kl": kl_sum / max(1.0, n_tok),
         "clip_frac": clip_sum / max(1.0, n_tok),
+        "updates": updates,
         "unparsable": sum(1 for v in flat_scores if v is None) / len(flat_scores),
         "completion_tokens": sum(len(c) for c in comps) / len(comps),
     }
+
+
+def _pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+    """1-D tensors right-padded with 0 (or cut) to ``width`` columns, stacked."""
+    out = torch.zeros(len(rows), width, dtype=rows[0].dtype, device=rows[0].device)
+    for r, t in enumerate(rows):
+        n = min(width, t.shape[0])
+        out[r, :n] = t[:n]
+    return out
 
 
 def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None) -> dict[str, Any]:
@@ -492,6 +554,9 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
             f"erank train rl needs data of one target style, direct or reasoning; got {sorted(styles)}"
         )
     style = styles.pop()
+    needs_positive = cfg.reward.kind != "se"
+    if needs_positive:
+        _refuse_groups_without_positive(rows, cfg.reward.kind)
     trunc = _data_params(cfg.data).get("truncate_length", 2048)
     torch.manual_seed(cfg.seed)
     pol = _Policy(cfg, style)
@@ -499,21 +564,41 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
     pol.direct_builder.truncate_length = trunc
     reserve = 2 if style == "direct" else cfg.max_new_tokens
     encode = pol.builder.engine.tokenizer.encode_prompt
+    fits: list[list[int] | None] = []
+    for r in rows:
+        ids = encode(pol.builder.prompt(r["query"], r["doc"], r["instruction"]))
+        fits.append(ids if len(ids) + reserve <= cfg.cutoff else None)
+    # r_RR / r_NDCG: a query none of whose positive prompts fits goes whole (no positive in its group)
+    lost: set[str] = set()
+    if needs_positive:
+        kept_pos = {
+            str(r["qid"]) for r, f in zip(rows, fits, strict=True) if f is not None and r.get("is_positive")
+        }
+        lost = {str(r["qid"]) for r in rows} - kept_pos
     prompts: list[list[int]] = []
     direct_prompts: list[list[int]] = []
     keep_rows: list[dict[str, Any]] = []
-    for r in rows:
-        ids = encode(pol.builder.prompt(r["query"], r["doc"], r["instruction"]))
-        if len(ids) + reserve > cfg.cutoff:
+    for r, fit in zip(rows, fits, strict=True):
+        if fit is None or str(r["qid"]) in lost:
             continue
-        prompts.append(ids)
+        prompts.append(fit)
         if style != "direct":
             direct_prompts.append(encode(pol.direct_builder.prompt(r["query"], r["doc"], r["instruction"])))
         keep_rows.append(r)
+    dropped = {"dropped_prompts": sum(1 for ids in fits if ids is None), "dropped_queries": len(lost)}
+    if dropped["dropped_prompts"]:
+        logger.warning(
+            "%d prompts are longer than the cutoff (%d tokens) and left out; %d queries lost their "
+            "positive that way and are left out whole",
+            dropped["dropped_prompts"],
+            cfg.cutoff,
+            len(lost),
+        )
     if not keep_rows:
         raise InputError(
-            f"every prompt is longer than the cutoff ({cfg.cutoff} tokens"
+            f"no query is left: the prompts are longer than the cutoff ({cfg.cutoff} tokens"
             + (f", {cfg.max_new_tokens} of them kept for the rollout)" if style != "direct" else ")")
+            + (", at least every query's positive" if needs_positive else "")
         )
     sampler = QueryGroupSampler(
         [r["qid"] for r in keep_rows], cfg.queries_per_batch, shuffle=True, seed=cfg.seed
@@ -570,6 +655,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
     summary: dict[str, Any] = {
         "steps": state["step"],
         "style": style,
+        **dropped,
         "resumed_from": str(ckpt) if ckpt else None,
         "seconds": round(time.time() - t0, 1),
         "base_model": str(pol.location),
@@ -579,6 +665,21 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
     _export(pol, out, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
+
+
+def _refuse_groups_without_positive(rows: list[dict[str, Any]], kind: str) -> None:
+    """An :class:`InputError` naming the queries of ``rows`` that have no positive document."""
+    has_pos: dict[str, bool] = {}
+    for r in rows:
+        q = str(r["qid"])
+        has_pos[q] = has_pos.get(q, False) or bool(r.get("is_positive", False))
+    missing = [q for q, ok in has_pos.items() if not ok]
+    if missing:
+        raise InputError(
+            f"{len(missing)} of {len(has_pos)} queries have no positive document (is_positive) in the "
+            f"data, e.g. {missing[:3]}: reward {kind} would reward every negative of such a group; "
+            "rebuild the data (erank train data keeps every query's positive) or use reward.kind: se"
+        )
 
 
 def _validate(pol: _Policy, eval_path: Path, cfg: RLConfig) -> dict[str, float]:

@@ -36,10 +36,10 @@ def load_causal_lm(model: str | None, *, bf16: bool | None = None) -> tuple[Any,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from erank.errors import ModelLoadError
-    from erank.models import ensure_converted_gguf, resolve_model
+    from erank.models import base_folder, merge_lora, resolve_model
 
     spec = resolve_model(model)
-    location = str(ensure_converted_gguf(spec.location)) if spec.kind == "gguf" else spec.location
+    location = base_folder(spec)
     use_bf16 = torch.cuda.is_available() if bf16 is None else bf16
     try:
         tok = AutoTokenizer.from_pretrained(location)
@@ -48,6 +48,8 @@ def load_causal_lm(model: str | None, *, bf16: bool | None = None) -> tuple[Any,
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load the model {location!r} for training: {exc}") from exc
+    if spec.kind in ("embedded", "adapter"):
+        merge_lora(lm, spec.location)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return lm, tok, Path(location)
