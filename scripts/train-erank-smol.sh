@@ -11,7 +11,8 @@ E=.venv/bin/erank
 [ -s runs/smol/data/train.jsonl ] || $E -v train data configs/train/smol-data.yaml
 [ -f runs/smol/sft/summary.json ] || $E -v train sft configs/train/smol-sft.yaml
 [ -f runs/smol/rl/summary.json ] || $E -v train rl configs/train/smol-rl.yaml
-$E train export runs/smol/rl/adapter src/erank/weights/erank-smol
+# the expected-score rule: s x P(s) is exactly 0 for the 89% of documents labelled 0 (docs/model-card.md)
+$E train export runs/smol/rl/adapter src/erank/weights/erank-smol --rule expected
 if [ "${EVAL:-0}" = 1 ]; then
   for m in smollm2-135m runs/smol/sft/adapter runs/smol/rl/adapter; do
     out="runs/smol/eval-$(echo "$m" | tr '/' '_').json"

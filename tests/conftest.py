@@ -26,6 +26,12 @@ SHARED_DATA = Path(os.environ.get("ERANK_SHARED_DATA", REPO.parent / "shared" / 
 ANSWER_TEXT = "<think>short</think><answer>7</answer>"
 
 
+# Numerical tests compare paths (batched vs one by one, shared prefix vs plain) at fp32 tolerances:
+# they run the CPU engine in fp32. The bf16 default is exercised where it is named
+# (tests/test_default_model.py runs the shipped model exactly as a user gets it).
+os.environ.setdefault("ERANK_CPU_BF16", "0")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").exists():

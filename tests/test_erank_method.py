@@ -45,7 +45,8 @@ def test_rerank_returns_the_official_shape_sorted(tiny_engine):
         "what is rust", docs, "beir", truncate_length=2048
     )
     assert sorted(r["id"] for r in out) == sorted(d["id"] for d in docs)
-    assert all(set(r) == {"content", "id", "first_stage_score", "rank_score"} for r in out)
+    # direct mode adds the expected score of the distribution beside ERank's rank_score
+    assert all(set(r) == {"content", "id", "first_stage_score", "rank_score", "expected_score"} for r in out)
     scores = [r["rank_score"] for r in out]
     assert scores == sorted(scores, reverse=True)
     by_id = {d["id"]: d for d in docs}

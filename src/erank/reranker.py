@@ -62,7 +62,8 @@ class Reranker:
                     kwargs[key] = value
             self.engine = create_engine(engine, model, **kwargs)
         if method == "erank":
-            preset = default_method_settings(model)
+            # an engine passed in carries its own model: its name decides the presets
+            preset = default_method_settings(self.engine.model_name if isinstance(engine, Engine) else model)
             mode = mode or preset.get("mode", "reasoning")
             if mode == "direct":
                 for key in ("rule", "template"):

@@ -132,7 +132,7 @@ def test_pointwise_sft_learns_and_resumes_exactly_after_a_kill(
     full = run_pointwise_sft(_sft_cfg(tiny_qwen3_dir, toy_data, tmp_path / "full", 8))
     assert full["steps"] == 8
     losses = [json.loads(x)["loss"] for x in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
-    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses  # nats
     # killed after step 4 (the checkpoint of step 4 is on disk), then resumed: the same weights
     part = run_pointwise_sft(_sft_cfg(tiny_qwen3_dir, toy_data, tmp_path / "cut", 8), stop_after=4)
     assert part["stopped"]
@@ -143,10 +143,12 @@ def test_pointwise_sft_learns_and_resumes_exactly_after_a_kill(
 
 
 def test_pointwise_rl_moves_the_policy_and_the_clip_acts(
-    tiny_qwen3_dir: Path, toy_data: Path, tmp_path: Path
+    answering_tiny_dir: Path, toy_data: Path, tmp_path: Path
 ) -> None:
+    """From a tiny model that answers "7" (so its samples are scores, not "anything else")."""
     from erank.training.pointwise import run_pointwise_rl, run_pointwise_sft
 
+    tiny_qwen3_dir = answering_tiny_dir
     run_pointwise_sft(_sft_cfg(tiny_qwen3_dir, toy_data, tmp_path / "sft", 2))
 
     def cfg(out: str) -> RLConfig:
@@ -160,7 +162,7 @@ def test_pointwise_rl_moves_the_policy_and_the_clip_acts(
             docs_per_query=3,
             mini_batches=3,
             positive_target=5.0,
-            learning_rate=5e-2,
+            learning_rate=2e-1,
             max_steps=3,
             micro_batch=3,
             save_steps=1,

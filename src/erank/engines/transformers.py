@@ -129,7 +129,8 @@ class TransformersEngine(Engine):
         num_threads: CPU threads for torch (default: torch's own choice).
         cpu_bf16: on CPU, run the float32 weights under bfloat16 autocast (matmuls in bf16, norms
             and softmax in fp32). Default: on where the CPU has bf16 units (avx512_bf16 / AMX),
-            where it is several times faster; ``False`` keeps plain fp32.
+            where it is several times faster; ``False`` keeps plain fp32. The environment variable
+            ``ERANK_CPU_BF16=0|1`` sets the default.
         model_obj, tokenizer_obj: an already loaded model and tokenizer (tests, training).
     """
 
@@ -157,6 +158,8 @@ class TransformersEngine(Engine):
         on_cuda = self.device.type == "cuda"
         resolved: torch.dtype | None = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.dtype: torch.dtype = resolved or (torch.bfloat16 if on_cuda else torch.float32)
+        if cpu_bf16 is None and os.environ.get("ERANK_CPU_BF16", "") in ("0", "1"):
+            cpu_bf16 = os.environ["ERANK_CPU_BF16"] == "1"
         want_bf16 = cpu_has_bf16() if cpu_bf16 is None else bool(cpu_bf16)
         self.cpu_bf16 = self.device.type == "cpu" and self.dtype == torch.float32 and want_bf16
         if num_threads:

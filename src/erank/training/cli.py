@@ -64,7 +64,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from erank.training.export import export_adapter
 
-    sys.stdout.write(json.dumps(export_adapter(args.adapter, args.dest)) + "\n")
+    sys.stdout.write(json.dumps(export_adapter(args.adapter, args.dest, rule=args.rule)) + "\n")
     return 0
 
 
@@ -95,4 +95,7 @@ def register(subparsers: Any) -> None:
     ex = sub.add_parser("export", help="ship a LoRA adapter as an embedded model (fp16 weights + SHA256SUMS)")
     ex.add_argument("adapter", help="the adapter folder (e.g. runs/smol/rl/adapter)")
     ex.add_argument("dest", help="where to write it (src/erank/weights/erank-smol for the default)")
+    ex.add_argument(
+        "--rule", choices=["label_prob", "expected"], default=None, help="the ranking rule it ships with"
+    )
     ex.set_defaults(func=_export)

@@ -21,10 +21,14 @@ logger = logging.getLogger(__name__)
 _KEEP = ("r", "lora_alpha", "target_modules", "peft_type", "task_type", "lora_dropout", "bias")
 
 
-def export_adapter(src: str | Path, dest: str | Path, *, base: str = "smollm2-135m") -> dict[str, Any]:
-    """Write ``adapter_model.safetensors`` (float16), ``adapter_config.json`` and ``SHA256SUMS``.
+def export_adapter(
+    src: str | Path, dest: str | Path, *, base: str = "smollm2-135m", rule: str | None = None
+) -> dict[str, Any]:
+    """Write ``adapter_model.safetensors`` (float16), ``adapter_config.json``, ``erank.json`` and
+    ``SHA256SUMS``.
 
-    ``base`` is recorded in the config as the base model's erank name (not a machine's path).
+    ``base`` is recorded in the config as the base model's erank name (not a machine's path);
+    ``rule`` (``label_prob`` or ``expected``) overrides the ranking rule in ``erank.json``.
     Returns the file sizes and the checksum.
     """
     import torch
@@ -51,8 +55,15 @@ def export_adapter(src: str | Path, dest: str | Path, *, base: str = "smollm2-13
         json.dumps(small, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
     names = ["adapter_config.json", "adapter_model.safetensors"]
-    if (s / "erank.json").is_file():
-        (d / "erank.json").write_text((s / "erank.json").read_text(encoding="utf-8"), encoding="utf-8")
+    settings = (
+        json.loads((s / "erank.json").read_text(encoding="utf-8")) if (s / "erank.json").is_file() else {}
+    )
+    if rule is not None:
+        if rule not in ("label_prob", "expected"):
+            raise InputError(f"rule must be 'label_prob' or 'expected', got {rule!r}")
+        settings["rule"] = rule
+    if settings:
+        (d / "erank.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         names.insert(0, "erank.json")
     lines = []
     for name in names:
