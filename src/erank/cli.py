@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("py.warnings", "bm25s", "datasets", "peft", "sentence_transformers", "httpx"):
         logging.getLogger(name).setLevel(noisy)
     if args.verbose < 2:
+        os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. the one-time GGUF conversion's bars
         try:  # the CLI owns the console: no library progress bars unless asked
             from transformers.utils import logging as hf_logging
 
