@@ -25,9 +25,10 @@ def default_dir() -> Path:
     return ensure_converted_gguf(default_gguf_path())
 
 
-def matmul_gflops(seconds: float = 3.0, n: int = 1024) -> float:
-    """Sustained fp32 matmul rate of this CPU with torch's current thread count (GFLOP/s)."""
-    a, b = torch.randn(n, n), torch.randn(n, 4 * n)
+def matmul_gflops(seconds: float = 3.0, n: int = 1024, dtype: torch.dtype = torch.float32) -> float:
+    """Sustained matmul rate of this CPU in ``dtype`` (default fp32) with torch's current thread
+    count (GFLOP/s)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, 4 * n, dtype=dtype)
     torch.mm(a, b)
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

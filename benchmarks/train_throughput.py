@@ -24,22 +24,12 @@ from pathlib import Path
 
 import torch
 
-from speed_common import non_embedding_params  # type: ignore[import-not-found]
+from speed_common import matmul_gflops, non_embedding_params  # type: ignore[import-not-found]
 
 DL20 = (
     Path(__file__).resolve().parents[2]
     / "shared/data/trec-dl20-passage/BM25/retrieve_results_dl20_top100.json"
 )
-
-
-def bf16_matmul_gflops(seconds: float = 3.0, n: int = 1024, dtype: torch.dtype = torch.bfloat16) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, 4 * n, dtype=dtype)
-    torch.mm(a, b)
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        reps += 1
-    return 2 * n * n * 4 * n * reps / (time.perf_counter() - start) / 1e9
 
 
 def main() -> None:
@@ -50,14 +40,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from erank.training.config import LoraConfig
     from erank.training.data import PromptBuilder
-    from erank.training.pointwise import _Model, _with_other, grpo_loss, sft_loss
+    from erank.training.pointwise import _Model, grpo_loss, sft_loss
 
     entry = json.loads(DL20.read_text())[0]
     docs = [h["content"] for h in entry["hits"][:16]]
     instr = "Given a query, retrieval relevant passage."
     result: dict[str, float] = {
-        "fp32_matmul_gflops": bf16_matmul_gflops(dtype=torch.float32),
-        "bf16_matmul_gflops": bf16_matmul_gflops(),
+        "fp32_matmul_gflops": matmul_gflops(),
+        "bf16_matmul_gflops": matmul_gflops(dtype=torch.bfloat16),
     }
     for label, bf16 in (("fp32", False), ("bf16", True)):
         m = _Model("smollm2-135m", LoraConfig(r=16, alpha=32), None, bf16)
@@ -86,12 +76,12 @@ def main() -> None:
 
             def grpo_step() -> None:
                 with torch.no_grad():
-                    old = torch.log_softmax(_with_other(m.forward(prompts, 8)), -1)  # noqa: B023
-                    ref = torch.log_softmax(_with_other(m.forward(prompts, 8)), -1)  # noqa: B023
+                    old = torch.log_softmax(m.forward(prompts, 8), -1)  # noqa: B023
+                    ref = torch.log_softmax(m.forward(prompts, 8), -1)  # noqa: B023
                 samples = torch.multinomial(torch.exp(old), 4, replacement=True)
                 adv = torch.randn(len(docs), 4)
                 for half in (slice(0, 8), slice(8, 16)):
-                    new = torch.log_softmax(_with_other(m.forward(prompts[half], 8)), -1)  # noqa: B023
+                    new = torch.log_softmax(m.forward(prompts[half], 8), -1)  # noqa: B023
                     loss, _ = grpo_loss(new, old[half], ref[half], samples[half], adv[half], 0.2, 0.001)
                     opt.zero_grad()  # noqa: B023
                     loss.backward()

