@@ -12,10 +12,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
+from erank.commands.options import HelpFormatter, deprecations, preflight
 from erank.errors import ERankError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "version"]
 
 logger = logging.getLogger("erank")
 
@@ -31,13 +33,34 @@ SUBCOMMAND_MODULES = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (the usage itself is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def version() -> str:
+    """The installed erank version."""
+    try:
+        from importlib.metadata import version as dist_version
+
+        return dist_version("erank")
+    except Exception:  # noqa: BLE001 - not installed as a distribution (a bare checkout on sys.path)
+        from erank import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="erank",
         description="Effective and efficient LLM reranking (ERank and its neighbours).",
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"erank {version()}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)"
+        "-v", "--verbose", action="count", default=0, help="more logging (-v info and warnings, -vv debug)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
@@ -51,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """The CLI owns the console: no library progress bars (-vv shows them)."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. the one-time GGUF conversion's bars
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -62,22 +97,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Other libraries' warnings (deprecations, "Converting a tensor...") go to logging: shown
     # with -v, silent otherwise. The CLI prints only what the user asked for.
     logging.captureWarnings(True)
+    if args.command == "train" and not args.verbose:
+        # The trainers report progress (step, loss, ETA) as info lines: a long job is never silent.
+        logging.getLogger("erank.training").setLevel(logging.INFO)
     noisy = logging.WARNING if args.verbose else logging.ERROR
     for name in ("py.warnings", "bm25s", "datasets", "peft", "sentence_transformers", "httpx"):
         logging.getLogger(name).setLevel(noisy)
-    if args.verbose < 2:
-        os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. the one-time GGUF conversion's bars
-        try:  # the CLI owns the console: no library progress bars unless asked
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-            hf_logging.set_verbosity_error()
-        except ImportError:  # pragma: no cover
-            pass
+    for note in deprecations(args):  # the CLI's own message, like its errors: always shown
+        sys.stderr.write(f"erank: warning: {note}\n")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
     try:
+        preflight(args)  # cheap checks of the shared options: before any model loads
+        if args.verbose < 2:
+            _quiet_libraries()
         return int(args.func(args) or 0)
     except ERankError as exc:
         sys.stderr.write(f"erank: error: {exc}\n")

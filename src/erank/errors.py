@@ -28,10 +28,15 @@ class DataFormatError(ERankError, ValueError):
 class MissingExtraError(ERankError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
+    #: Old names of extras, still accepted by :func:`require` (the extra is ``train``).
+    ALIASES = {"training": "train"}
+
     def __init__(self, package: str, extra: str, purpose: str = "") -> None:
+        extra = self.ALIASES.get(extra, extra)
         what = f" for {purpose}" if purpose else ""
         super().__init__(
-            f"the optional package '{package}' is needed{what}; install it with: pip install 'erank[{extra}]'"
+            f"the optional package '{package}' is needed{what}; install the extra '{extra}': in the erank "
+            f"checkout, .venv/bin/pip install -c constraints.txt -e '.[{extra}]' (or bash scripts/install.sh --all)"
         )
         self.package = package
         self.extra = extra

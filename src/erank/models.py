@@ -35,6 +35,9 @@ __all__ = [
     "default_gguf_path",
     "resolve_model",
     "converted_gguf_dir",
+    "hub_offline",
+    "hub_cached",
+    "check_model_available",
 ]
 
 logger = logging.getLogger(__name__)
@@ -217,6 +220,79 @@ def default_method_settings(model: str | os.PathLike[str] | None) -> dict[str, s
     return {"mode": "reasoning"}
 
 
+def hub_offline() -> bool:
+    """Whether the hub must not be contacted: ``HF_HUB_OFFLINE`` or ``ERANK_OFFLINE`` is set."""
+    return any(
+        os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+        for var in ("HF_HUB_OFFLINE", "ERANK_OFFLINE")
+    )
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the hub model ``repo_id`` is in the local hub cache (its ``config.json`` at least)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return False
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # noqa: BLE001 - an invalid repo id is "not cached"; loading says why
+        return False
+    return isinstance(found, str)
+
+
+def _download_hint(repo_id: str) -> str:
+    return (
+        f"download it where the hub is reachable with `hf download {repo_id}` (it lands in the hub cache, "
+        "$HF_HOME/hub) or pass a local model folder; see docs/real-models.md"
+    )
+
+
+def _probe_hub(repo_id: str, timeout: float) -> str | None:
+    """One quick request to the hub for ``repo_id``: ``None`` when it may be downloaded, else why not."""
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    req = urllib.request.Request(f"{endpoint}/api/models/{repo_id}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout):  # noqa: S310 - a fixed https endpoint
+            return None
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return f"the hub has no model {repo_id!r} (check the name)"
+        return None  # 401/403: gated or private; from_pretrained uses the user's token
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"the hub ({endpoint}) is unreachable ({reason})"
+
+
+def check_model_available(spec: ModelSpec) -> None:
+    """Fail at once, with one line saying how to get it, when a hub model cannot be loaded.
+
+    A hub id in the local hub cache is fine. Otherwise, offline (``HF_HUB_OFFLINE=1``) is an error
+    right away; online, one request with a short timeout (``ERANK_HUB_TIMEOUT``, default 5 s) tells
+    an unknown name or an unreachable hub from a model that can be downloaded, instead of the hub
+    client's minute of retries. Other kinds of model need nothing here.
+    """
+    if spec.kind != "hub" or hub_cached(spec.location):
+        return
+    if hub_offline():
+        raise ModelLoadError(
+            f"model {spec.location!r} is not in the local hub cache and the hub is offline "
+            f"(HF_HUB_OFFLINE=1): {_download_hint(spec.location)}"
+        )
+    try:
+        timeout = float(os.environ.get("ERANK_HUB_TIMEOUT", "5"))
+    except ValueError:
+        timeout = 5.0
+    problem = _probe_hub(spec.location, timeout)
+    if problem is not None:
+        raise ModelLoadError(
+            f"cannot load model {spec.location!r}: {problem}; {_download_hint(spec.location)}"
+        )
+
+
 def base_folder(spec: ModelSpec) -> str:
     """What ``from_pretrained`` loads for ``spec``: the converted GGUF folder for ``gguf`` and
     ``embedded``, the base's folder for ``adapter`` (both adapters are then merged with
@@ -233,6 +309,7 @@ def base_folder(spec: ModelSpec) -> str:
         return base_folder(resolve_model(base))
     if spec.kind == "gguf":
         return str(ensure_converted_gguf(spec.location))
+    check_model_available(spec)  # a hub id: fail at once, not after the hub client's retries
     return spec.location
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from erank.engines import Engine, create_engine
 from erank.errors import InputError
-from erank.methods import Method, create_method
+from erank.methods import Method, check_method_kwargs, create_method
 from erank.models import default_method_settings
 from erank.types import RerankResult
 
@@ -37,7 +37,9 @@ class Reranker:
             The embedded erank-smol also ranks by the expected score by default (``rule``).
         device, dtype, batch_tokens: passed to the engine.
         engine_kwargs: any other engine arguments.
-        **method_kwargs: method arguments (``scale``, ``max_new_tokens``, ``template``...).
+        **method_kwargs: method arguments (``scale``, ``max_new_tokens``, ``template``...), checked
+            by name before the model loads: a misspelt one raises :class:`~erank.errors.InputError`
+            listing the method's arguments.
     """
 
     def __init__(
@@ -53,6 +55,8 @@ class Reranker:
         engine_kwargs: dict[str, Any] | None = None,
         **method_kwargs: Any,
     ) -> None:
+        # Method name and arguments are checked before the engine loads the model.
+        check_method_kwargs(method, {**method_kwargs, **({"mode": mode} if mode is not None else {})})
         if isinstance(engine, Engine):
             self.engine = engine
         else:

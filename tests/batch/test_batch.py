@@ -208,6 +208,8 @@ def test_rerun_of_a_finished_job_does_nothing_and_changed_settings_are_refused(
 ) -> None:
     out, summary, _ = reference
     before = (out / "run.trec").read_bytes()
+    recorded = (out / "summary.json").read_text()
+    assert json.loads(recorded)["shards_run"] == 8
     again = run_batch(
         BatchConfig(
             inputs=[pairs_file],
@@ -220,6 +222,8 @@ def test_rerun_of_a_finished_job_does_nothing_and_changed_settings_are_refused(
     )
     assert again.pairs_this_run == 0 and again.pairs == N_VALID
     assert (out / "run.trec").read_bytes() == before
+    # The recorded summary is the run that did the work, not this rerun's "shards_run: 0".
+    assert (out / "summary.json").read_text() == recorded
     with pytest.raises(InputError, match="other settings"):
         run_batch(BatchConfig(inputs=[pairs_file], output=out, model=str(tiny_qwen3_dir), mode="reasoning"))
     with pytest.raises(InputError, match="8 shards"):
@@ -233,26 +237,26 @@ def test_rerun_of_a_finished_job_does_nothing_and_changed_settings_are_refused(
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, pairs_file: Path) -> None:
     cli = [sys.executable, "-m", "erank.cli", "batch"]
     r = subprocess.run(
-        cli + ["-i", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")],
+        cli + ["--input", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")],
         capture_output=True,
         text=True,
         env=ENV,
     )
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(
-        cli + ["-i", str(pairs_file), "-o", str(tmp_path / "o"), "--engine", "nope"],
+        cli + ["--input", str(pairs_file), "-o", str(tmp_path / "o"), "--engine", "nope"],
         capture_output=True,
         text=True,
         env=ENV,
     )
-    assert r.returncode == 2 and "unknown engine 'nope'" in r.stderr
+    assert r.returncode == 2 and "invalid choice: 'nope'" in r.stderr
     r = subprocess.run(
-        cli + ["-i", str(pairs_file), "-o", str(tmp_path / "o"), "--workers", "0"],
+        cli + ["--input", str(pairs_file), "-o", str(tmp_path / "o"), "--workers", "0"],
         capture_output=True,
         text=True,
         env=ENV,
     )
-    assert r.returncode == 2 and "--workers must be a positive integer" in r.stderr
+    assert r.returncode == 2 and "argument --workers: expected a positive integer, got 0" in r.stderr
     with pytest.raises(InputError, match="unknown format"):
         run_batch(BatchConfig(inputs=[Path(__file__)], output=tmp_path / "o2"))
 
@@ -276,7 +280,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(
     ref_out, _, _ = reference
     out = tmp_path / "out"
     cmd = [
-        sys.executable, "-m", "erank.cli", "batch", "-i", str(pairs_file), "-o", str(out),
+        sys.executable, "-m", "erank.cli", "batch", "--input", str(pairs_file), "-o", str(out),
         "--model", str(tiny_qwen3_dir), "--mode", "direct", "--workers", "1", "--cpus-per-worker", "1",
         "--shards", "32", "--truncate-length", "128",
     ]  # fmt: skip
@@ -390,7 +394,7 @@ def test_two_node_loopback_cluster(
     ref_out, _, _ = reference
     out = tmp_path / "out"
     cmd = [
-        sys.executable, "-m", "erank.cli", "batch", "-i", str(pairs_file), "-o", str(out),
+        sys.executable, "-m", "erank.cli", "batch", "--input", str(pairs_file), "-o", str(out),
         "--model", str(tiny_qwen3_dir), "--mode", "direct", "--ray-address", two_node_cluster,
         "--workers", "2", "--cpus-per-worker", "2", "--shards", "16", "--truncate-length", "128",
     ]  # fmt: skip

@@ -117,7 +117,10 @@ def test_second_run_reads_every_score_from_the_cache(adi, tiny_reranker, tmp_pat
 def test_evaluate_reranker_and_first_stage_as_a_reranker(adi, tmp_path):
     row = evaluate_reranker(adi, FirstStageReranker(), first_stage="bm25", top_k=10)
     plain = evaluate_run(first_stage_run(adi, "bm25", 10), adi.qrels)
-    assert row.aggregate == pytest.approx(plain["aggregate"])
+    # R@100 of a top-10 list is its R@10, and is named so
+    expected = {k: v for k, v in plain["aggregate"].items() if k != "R@100"}
+    expected["R@10"] = plain["aggregate"]["R@100"]
+    assert row.aggregate == pytest.approx(expected)
 
 
 def test_experiment_bad_arguments(adi, tiny_reranker):
@@ -290,3 +293,26 @@ def test_default_model_reranks_dl20_through_the_harness(shared_data, tmp_path):
     assert 0.0 <= row.aggregate["nDCG@10"] <= 1.0
     for cands in row.run.values():
         assert len(cands) == 2 and all(c.score >= 0 for c in cands)
+
+
+def test_recall_is_named_for_the_depth_that_was_reranked(adi, tmp_path):
+    # A top-5 rerank has 5 documents per query: its "R@100" is R@5, and the report says so.
+    res = Experiment(
+        adi, {}, first_stage="bm25", top_k=5, queries=3, alphas=(), sweep=(), progress=False
+    ).run()
+    assert res.metrics == ["nDCG@10", "MAP", "MRR@10", "R@5"]
+    fs = res.system("bm25")
+    expected = evaluate_run({q: first_stage_run(adi, "bm25", 5)[q] for q in res.queries}, adi.qrels, ["R@5"])
+    assert fs.aggregate["R@5"] == pytest.approx(expected["aggregate"]["R@5"])
+    out = res.write(tmp_path / "out", plots=False)
+    report = (out / "report.md").read_text()
+    assert "| R@5 |" in report and "R@100" not in report
+    # with the default depth of 100 it keeps its name
+    assert Experiment(adi, {}, top_k=100, progress=False).metrics[-1] == "R@100"
+
+
+def test_queries_n_is_the_first_n_by_id():
+    from erank.evaluation.experiment import first_queries
+
+    assert first_queries(["10", "9", "100", "2"], 2) == ["2", "9"]
+    assert first_queries(["b", "10", "a", "9"], None) == ["9", "10", "a", "b"]

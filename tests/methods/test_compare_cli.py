@@ -9,6 +9,7 @@ import pytest
 
 from erank.cli import main
 from erank.errors import InputError
+from erank.evaluation.experiment import first_queries
 from erank.methods.cli import parse_queries_for, parse_sets
 from erank.methods.compare import find_qrels, load_candidates, load_qrels
 
@@ -30,7 +31,7 @@ def test_compare_writes_runs_and_a_table(shared_data, tiny_qwen3_dir, tmp_path, 
     code = main(
         [
             "compare",
-            "--data", str(data),
+            "--first-stage", str(data),
             "--methods", "yesno,first,setwise@direct",
             "--model", str(tiny_qwen3_dir),
             "--top-k", "4",
@@ -60,7 +61,11 @@ def test_compare_writes_runs_and_a_table(shared_data, tiny_qwen3_dir, tmp_path, 
 
     # The first stage's nDCG@10 on the same queries, computed independently from the files.
     judged = load_qrels(find_qrels(data))
-    cands = [c for c in load_candidates(data) if c["qid"] in judged][:2]
+    # --queries 2 is the first two judged queries by id, the ones `erank eval --queries 2` takes
+    by_qid = {c["qid"]: c for c in load_candidates(data) if c["qid"] in judged}
+    first_two = sorted(by_qid, key=int)[:2]
+    assert first_two == first_queries(list(by_qid), 2)
+    cands = [by_qid[q] for q in first_two]
     expected = sum(_ndcg10([h["docid"] for h in c["hits"][:4]], judged[c["qid"]]) for c in cands) / 2
     assert rows[0]["first_stage_ndcg@10"] == pytest.approx(expected, abs=1e-4)
 
@@ -75,10 +80,31 @@ def test_compare_writes_runs_and_a_table(shared_data, tiny_qwen3_dir, tmp_path, 
 
 
 def test_compare_rejects_bad_arguments_with_exit_code_2(shared_data, tmp_path, capsys):
-    assert main(["compare", "--data", str(_dl20(shared_data)), "--methods", "erank,nosuch"]) == 2
+    assert main(["compare", "--first-stage", str(_dl20(shared_data)), "--methods", "erank,nosuch"]) == 2
     assert "unknown methods ['nosuch']" in capsys.readouterr().err
-    assert main(["compare", "--data", str(tmp_path / "missing.json")]) == 2
+    assert main(["compare", "--first-stage", str(tmp_path / "missing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # a misspelt method argument is named, with the accepted ones, before any model loads
+    missing_model = str(tmp_path / "missing.gguf")
+    args = [
+        "compare",
+        "--first-stage",
+        str(_dl20(shared_data)),
+        "--methods",
+        "listwise",
+        "--model",
+        missing_model,
+    ]
+    assert main([*args, "--set", "listwise.windw=4"]) == 2
+    err = capsys.readouterr().err
+    assert "takes no argument 'windw' (did you mean 'window'?)" in err and "does not exist" not in err
+
+
+def test_compare_old_data_spelling_still_works_with_a_warning(shared_data, tmp_path, capsys):
+    # `--data FILE` is deprecated (it means a collection in eval): same parse, plus a warning
+    assert main(["compare", "--data", str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--data is deprecated here; use --first-stage FILE" in err and "does not exist" in err
 
 
 def test_cli_argument_parsers():

@@ -233,3 +233,29 @@ def test_reranker_front_door_with_methods(tiny_qwen3_dir):
     res = r3.score(QUERY, DOCS[:2])
     assert res.method == "erank-0-3" and all(s.label is not None and 0 <= s.label <= 3 for s in res.scores)
     assert all(len(s.distribution or []) == 4 for s in res.scores)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_has_last_counters(engine, name):
+    # docs/methods.md documents `method.last_counters` for every method: a dict, empty before the
+    # first call, and fresh after each call (never the previous query's events).
+    kwargs = {"window": 4, "step": 2} if name in ("listwise", "first") else {}
+    if name in ("rank1", "setwise"):
+        kwargs["max_new_tokens"] = 4
+    method = create_method(name, engine, **kwargs)
+    assert method.last_counters == {}
+    method.rerank(QUERY, DOCS[:4], "beir", truncate_length=64)
+    first = dict(method.last_counters)
+    assert isinstance(first, dict) and all(isinstance(v, int) for v in first.values())
+    method.rerank(QUERY, [], "beir")
+    assert method.last_counters == {}  # reset: nothing happened for an empty list
+    if name == "erank":
+        assert first == {}
+    if name == "listwise":
+        assert first["windows"] >= 1
+
+
+def test_reranker_erank_has_last_counters(tiny_qwen3_dir):
+    r = Reranker(str(tiny_qwen3_dir), method="erank", mode="direct")
+    r.score(QUERY, DOCS[:2])
+    assert r.method.last_counters == {}

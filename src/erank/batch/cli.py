@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
+from erank.commands import options
 from erank.errors import InputError
 
 __all__ = ["register", "run"]
+
+logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
@@ -22,66 +26,76 @@ def register(sub: Any) -> None:
         description="Score (qid, query, docid, text[, first_stage_score]) pairs with a pool of reranker "
         "actors on Ray and write Parquet shards, a TREC run file and an errors file. Rerun the same "
         "command after a crash or kill to resume: finished shards are skipped.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=options.HelpFormatter,
     )
     p.add_argument(
         "--input",
-        "-i",
-        required=True,
         action="append",
         metavar="PAIRS",
-        help="JSONL or Parquet file (or folder of them) with qid, query, docid, text and optional "
-        "first_stage_score; repeat for several",
+        help="required: a JSONL or Parquet file (or folder of them) with qid, query, docid, text and "
+        "optional first_stage_score; repeat for several",
     )
+    p.add_argument("-i", dest="input", action=_DeprecatedAppend, use="--input")
     p.add_argument(
         "--output", "-o", required=True, metavar="DIR", help="output folder (also the resume state)"
     )
+    options.add_model_options(p)
+    options.add_instruction(p)
+    options.add_truncate_length(p)
     p.add_argument(
-        "--model", "-m", default=None, help="hub id, model folder or .gguf; default the embedded SmolLM2-135M"
-    )
-    p.add_argument("--engine", default="transformers", help="engine in each worker (transformers, vllm, ...)")
-    p.add_argument("--method", default="erank", help="ranking method")
-    p.add_argument(
-        "--mode",
-        choices=["direct", "reasoning"],
+        "--batch-tokens",
+        type=options.positive_int,
         default=None,
-        help="ERank mode; default direct for the embedded model, reasoning otherwise",
+        help="engine batch size in tokens (default: the engine's)",
     )
-    p.add_argument("--instruction", default=None, help="task instruction name or text; default beir")
-    p.add_argument("--truncate-length", type=int, default=2048, help="cut query and documents to N tokens")
-    p.add_argument("--batch-tokens", type=int, default=None, help="engine batch size in tokens")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="reasoning budget (reasoning mode)")
     p.add_argument(
         "--ray-address",
         default=None,
         help="an existing Ray cluster (ray start --head prints it); default a local Ray",
     )
-    p.add_argument("--workers", type=int, default=1, help="reranker actors (each loads the model once)")
     p.add_argument(
-        "--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (1 for one worker per GPU)"
+        "--workers", type=options.positive_int, default=1, help="reranker actors (each loads the model once)"
     )
     p.add_argument(
-        "--cpus-per-worker", type=float, default=1.0, help="CPUs per actor (also its torch threads)"
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs per actor (1 for one worker per GPU; default 0)",
+    )
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=1.0,
+        help="CPUs per actor, also its torch threads (default 1)",
     )
     p.add_argument(
         "--shards",
-        type=int,
+        type=options.positive_int,
         default=None,
         help="number of qid shards (fixed at the first run); default from input size",
     )
     p.add_argument("--run-tag", default="erank", help="tag in the last column of the TREC run")
-    p.add_argument("--progress-bars", action="store_true", help="also show Ray Data's progress bars")
+    options.add_progress(p)
+    p.add_argument("--progress-bars", action="store_true", help="also show Ray Data's own progress bars")
     p.set_defaults(func=run)
+
+
+class _DeprecatedAppend(options.DeprecatedAlias):
+    """``-i PAIRS``: the old short form of ``--input`` (repeatable like it)."""
+
+    def __call__(
+        self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None
+    ) -> None:
+        items = list(getattr(namespace, self.dest, None) or [])
+        super().__call__(parser, namespace, [*items, values], option_string)
 
 
 def run(args: argparse.Namespace) -> int:
     from erank.batch.pipeline import BatchConfig, BatchProgress, run_batch
+    from erank.progress import progress_bar
 
-    method_kwargs: dict[str, Any] = {}
-    if args.max_new_tokens is not None:
-        if args.max_new_tokens <= 0:
-            raise InputError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
-        method_kwargs["max_new_tokens"] = args.max_new_tokens
+    if not args.input:  # not argparse's required=True: the deprecated -i must count too
+        raise InputError("--input is required: a JSONL or Parquet file of (qid, query, docid, text) pairs")
     cfg = BatchConfig(
         inputs=args.input,
         output=args.output,
@@ -92,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         instruction=args.instruction,
         truncate_length=args.truncate_length,
         batch_tokens=args.batch_tokens,
-        method_kwargs=method_kwargs,
+        method_kwargs=options.method_kwargs_from(args),
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker,
@@ -102,14 +116,16 @@ def run(args: argparse.Namespace) -> int:
         show_progress_bars=args.progress_bars,
     )
 
-    def show(p: BatchProgress) -> None:
-        sys.stderr.write(
-            f"erank batch: shard {p.shard} done on {p.node} ({p.shards_done}/{p.shards_total} shards), "
-            f"{p.pairs} pairs this run, {p.pairs_per_second:.1f} pairs/s\n"
-        )
-        sys.stderr.flush()
+    with progress_bar(None, "shards", unit="shards", enabled=options.progress_from(args)) as bar:
 
-    summary = run_batch(cfg, progress=show)
+        def show(p: BatchProgress) -> None:
+            bar.update(completed=p.shards_done, total=p.shards_total)
+            logger.info(
+                "shard %s done on %s (%d/%d shards), %d pairs this run, %.1f pairs/s",
+                p.shard, p.node, p.shards_done, p.shards_total, p.pairs, p.pairs_per_second,
+            )  # fmt: skip
+
+        summary = run_batch(cfg, progress=show)
     sys.stderr.write(
         f"erank batch: {summary.pairs} pairs of {summary.queries} queries scored, {summary.errors} rows in "
         f"{summary.errors_file}; run file {summary.run_file} ({summary.shards_skipped} shards were already done)\n"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from erank.commands import options
 from erank.errors import DataFormatError, InputError
 from erank.types import Document, RerankResult, to_documents
 
@@ -27,7 +28,7 @@ def register(sub: Any) -> None:
         "rerank",
         help="rerank documents for a query",
         description="Rerank documents for one query and print them, most relevant first.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=options.HelpFormatter,
     )
     p.add_argument("--query", "-q", required=True, help="the query text")
     p.add_argument(
@@ -37,36 +38,31 @@ def register(sub: Any) -> None:
         help="a JSONL file (content or text, optional id, first_stage_score per line), a plain text file "
         "(one document per line), or - for standard input",
     )
+    options.add_instruction(p)
+    p.add_argument("-i", dest="instruction", action=options.DeprecatedAlias, use="--instruction")
+    options.add_model_options(p)
     p.add_argument(
-        "--instruction",
-        "-i",
+        "--top-n",
+        "-n",
+        type=options.positive_int,
         default=None,
-        help="a task instruction name (beir, trec-dl, followir, bright/<task>) or free text; default beir",
+        metavar="N",
+        help="print only the N most relevant documents (all are scored); default all",
     )
     p.add_argument(
-        "--model",
-        "-m",
+        "--top-k",
+        "-k",
+        dest="top_n",
+        type=options.positive_int,
+        action=options.DeprecatedAlias,
+        use="--top-n",
+    )
+    options.add_truncate_length(p)
+    p.add_argument(
+        "--alpha",
+        type=options.unit_float,
         default=None,
-        help="hub id, model folder or .gguf file; default: the embedded erank-smol (smollm2-135m: its untrained base)",
-    )
-    p.add_argument("--engine", default="transformers", help="the engine that runs the model")
-    p.add_argument("--method", default="erank", help="the ranking method")
-    p.add_argument(
-        "--mode",
-        choices=["direct", "reasoning"],
-        default=None,
-        help="ERank mode: direct (one forward pass) or reasoning (generate, then score); "
-        "default direct for the embedded model, reasoning otherwise",
-    )
-    p.add_argument("--top-k", "-k", type=int, default=None, help="print only the K best documents")
-    p.add_argument(
-        "--truncate-length", type=int, default=2048, help="cut query and each document to N tokens"
-    )
-    p.add_argument(
-        "--max-new-tokens", type=int, default=None, help="reasoning budget in tokens (reasoning mode)"
-    )
-    p.add_argument(
-        "--alpha", type=float, default=None, help="also fuse with first_stage_score (hybrid, spec 2.4)"
+        help="also fuse with first_stage_score, weight 0..1 of the first stage (hybrid, spec 2.4); default off",
     )
     p.add_argument(
         "--format",
@@ -77,6 +73,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--reasoning", action="store_true", help="include the model's reasoning text in json output"
     )
+    options.add_runtime_options(p)
+    options.add_progress(p)
     p.set_defaults(func=run)
 
 
@@ -245,39 +243,28 @@ def _print_table(rows: Iterable[dict[str, Any]], result: RerankResult, hybrid: b
 
 
 def run(args: argparse.Namespace) -> int:
+    from erank.progress import progress_bar
     from erank.reranker import Reranker
 
     docs = read_documents(args.docs)
-    if args.top_k is not None and args.top_k < 0:
-        raise InputError("--top-k must be zero or positive")
     if args.alpha is not None and any(d.first_stage_score is None for d in docs):
         raise InputError("--alpha needs a first_stage_score on every document (JSONL input)")
-    method_kwargs: dict[str, Any] = {}
-    if args.max_new_tokens is not None:
-        method_kwargs["max_new_tokens"] = args.max_new_tokens
-    reranker = Reranker(args.model, method=args.method, engine=args.engine, mode=args.mode, **method_kwargs)
-    show_progress = sys.stderr.isatty() and len(docs) > _CHUNK
-    if show_progress:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as progress:
-            task = progress.add_task("scoring", total=len(docs))
-            result = score_in_chunks(
-                reranker, args.query, docs, args.instruction, args.truncate_length,
-                return_reasoning=args.reasoning, on_progress=lambda n: progress.advance(task, n),
-            )  # fmt: skip
-    else:
+    reranker = Reranker(
+        args.model,
+        method=args.method,
+        engine=args.engine,
+        mode=args.mode,
+        device=args.device,
+        **options.method_kwargs_from(args),
+    )
+    with progress_bar(len(docs), "scoring", unit="documents", enabled=options.progress_from(args)) as bar:
         result = score_in_chunks(
-            reranker,
-            args.query,
-            docs,
-            args.instruction,
-            args.truncate_length,
-            return_reasoning=args.reasoning,
-        )
+            reranker, args.query, docs, args.instruction, args.truncate_length,
+            return_reasoning=args.reasoning, on_progress=bar.advance,
+        )  # fmt: skip
     rows = _rows(result, args.alpha, args.reasoning)
-    if args.top_k is not None:
-        rows = rows[: args.top_k]
+    if args.top_n is not None:
+        rows = rows[: args.top_n]
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
     if fmt == "table":
         _print_table(rows, result, args.alpha is not None)
@@ -287,5 +274,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
     if result.usage.unparsed:
-        sys.stderr.write(f"erank: {result.usage.unparsed} of {len(docs)} outputs did not parse (scored 0)\n")
+        hint = (
+            "; a small model seldom finishes its reasoning: try --mode direct"
+            if result.mode == "reasoning"
+            else ""
+        )
+        sys.stderr.write(
+            f"erank: {result.usage.unparsed} of {len(docs)} outputs did not parse (scored 0){hint}\n"
+        )
     return 0

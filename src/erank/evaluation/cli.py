@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import Any
 
+from erank.commands import options
 from erank.errors import InputError
 
 __all__ = ["register", "run_eval"]
@@ -17,36 +18,14 @@ __all__ = ["register", "run_eval"]
 logger = logging.getLogger(__name__)
 
 
-def _alphas(text: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"alpha must be a number or a comma-separated list, got {text!r}"
-        ) from exc
-    for v in values:
-        if not 0.0 <= v <= 1.0:
-            raise argparse.ArgumentTypeError(f"alpha must be between 0 and 1, got {v}")
-    return values
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "eval",
         help="evaluate rerankers on a collection (runs, metrics.json, report.md, plots)",
-        description="Rerank the first-stage candidates of a collection and evaluate (nDCG@10, MAP, MRR@10, R@100), "
-        "with hybrid fusion, significance tests against the first stage, a Markdown report and plots. "
+        description="Rerank the first-stage candidates of a collection and evaluate (nDCG@10, MAP, MRR@10, "
+        "R@k), with hybrid fusion, significance tests against the first stage, a Markdown report and plots. "
         "Scores are cached in OUT/scores.sqlite: a killed run resumes where it stopped.",
+        formatter_class=options.HelpFormatter,
     )
     p.add_argument(
         "--data",
@@ -56,31 +35,28 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--first-stage",
         default="bm25",
-        help="bm25 | dense | the name of a shipped candidate list (BM25, SPLADE...) | a run or rank_llm JSON file",
+        help="bm25 | dense | the name of a shipped candidate list (BM25, SPLADE...) | a run or rank_llm JSON "
+        "file (default bm25)",
     )
-    p.add_argument("--top-k", type=_positive, default=100, help="candidates reranked per query (default 100)")
-    p.add_argument(
-        "--model", default=None, help="model (hub id, folder, .gguf); default: the embedded SmolLM2-135M"
-    )
-    p.add_argument("--method", default="erank", help="ranking method (default erank)")
-    p.add_argument("--mode", choices=["direct", "reasoning"], default=None, help="ERank mode")
-    p.add_argument("--engine", default="transformers", help="engine (default transformers)")
+    options.add_top_k(p)
+    options.add_queries(p)
+    options.add_model_options(p)
+    options.add_instruction(p, default="the collection's")
+    options.add_truncate_length(p)
     p.add_argument(
         "--alpha",
-        type=_alphas,
+        type=options.unit_floats,
         default=[0.2],
-        help="hybrid weight(s) of the first stage, e.g. 0.2 or 0.1,0.2",
+        help="hybrid weight(s) of the first stage, e.g. 0.2 or 0.1,0.2 (default 0.2)",
     )
     p.add_argument("--no-hybrid", action="store_true", help="no hybrid rows and no alpha sweep")
-    p.add_argument("--queries", type=_positive, default=None, help="only the first N judged queries")
     p.add_argument(
-        "--metrics", default="nDCG@10,MAP,MRR@10,R@100", help="comma-separated metrics (first drives tests)"
+        "--metrics",
+        default="nDCG@10,MAP,MRR@10,R@100",
+        help="comma-separated metrics, the first drives the tests (default nDCG@10,MAP,MRR@10,R@100; "
+        "recall beyond --top-k is reported as R@k)",
     )
-    p.add_argument("--instruction", default=None, help="instruction name or text (default: the collection's)")
-    p.add_argument(
-        "--truncate-length", type=_positive, default=2048, help="tokens kept of query and document"
-    )
-    p.add_argument("--split", default="test", help="qrels split of a BEIR folder")
+    p.add_argument("--split", default="test", help="qrels split of a BEIR folder (default test)")
     p.add_argument(
         "--no-beir-rule",
         action="store_true",
@@ -90,10 +66,14 @@ def register(subparsers: Any) -> None:
         "--first-stage-only", action="store_true", help="evaluate the first stage alone (no model)"
     )
     p.add_argument(
-        "--chunk-size", type=_positive, default=10, help="documents per model call (and per cache commit)"
+        "--chunk-size",
+        type=options.positive_int,
+        default=10,
+        help="documents per model call and per cache commit (default 10)",
     )
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-plots", action="store_true", help="no plots in OUT/plots")
+    options.add_progress(p)
+    options.add_runtime_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run_eval)
 
@@ -103,22 +83,34 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from erank.datasets import load_collection
     from erank.evaluation.experiment import Experiment
+    from erank.evaluation.metrics import parse_metric
     from erank.evaluation.report import markdown_table
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if not metrics:
+        raise InputError("--metrics is empty; name at least one (e.g. nDCG@10)")
+    for m in metrics:
+        parse_metric(m)  # an unknown metric fails here, before the data and the model load
     collection = load_collection(args.data, args.split, beir_rule=False if args.no_beir_rule else None)
+    out.mkdir(parents=True, exist_ok=True)
     rerankers: dict[str, Any] = {}
     if not args.first_stage_only:
         from erank.reranker import Reranker
 
-        reranker = Reranker(args.model, method=args.method, engine=args.engine, mode=args.mode)
+        reranker = Reranker(
+            args.model,
+            method=args.method,
+            engine=args.engine,
+            mode=args.mode,
+            device=args.device,
+            **options.method_kwargs_from(args),
+        )
         name = Path(str(reranker.model_name)).name
         mode = reranker.mode
         rerankers[f"{name}-{args.method}{'-' + mode if mode else ''}"] = reranker
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     exp = Experiment(
         collection,
         rerankers,

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +30,9 @@ from erank.datasets.formats import write_run
 from erank.datasets.types import Candidate, Collection, Run
 from erank.errors import InputError
 from erank.evaluation.cache import ScoreCache, reranker_identity
-from erank.evaluation.metrics import DEFAULT_METRICS, evaluate_run, p_mrr, p_mrr_per_query
+from erank.evaluation.metrics import DEFAULT_METRICS, evaluate_run, name_for_depth, p_mrr, p_mrr_per_query
 from erank.evaluation.significance import paired_tests
+from erank.progress import progress_bar
 from erank.prompts import resolve_instruction
 from erank.retrieval.first_stage import FirstStageReranker, first_stage_run
 from erank.scoring import hybrid_scores
@@ -46,6 +46,7 @@ __all__ = [
     "rerank_run",
     "hybrid_run",
     "POINTWISE_METHODS",
+    "first_queries",
     "DEFAULT_SWEEP",
 ]
 
@@ -174,26 +175,16 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in name)
 
 
-class _Progress:
-    """A progress bar on stderr (tqdm), or nothing."""
+def query_order(qid: str) -> tuple[int, int, str]:
+    """The order in which "the first N queries" are taken: by id, numbers numerically."""
+    return (0, int(qid), "") if qid.isdigit() else (1, 0, qid)
 
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.bar: Any = None
-        if enabled:
-            try:
-                from tqdm import tqdm
 
-                self.bar = tqdm(total=total, desc=desc, file=sys.stderr, unit="q", dynamic_ncols=True)
-            except ImportError:  # pragma: no cover
-                self.bar = None
-
-    def update(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def first_queries(qids: Sequence[str], n: int | None) -> list[str]:
+    """The first ``n`` of ``qids`` by id (:func:`query_order`), whatever order a file lists them in:
+    what ``--queries N`` means in every command. ``None``: all of them, in the same order."""
+    ordered = sorted(qids, key=query_order)
+    return ordered if n is None else ordered[:n]
 
 
 def _is_pointwise(reranker: Any) -> bool:
@@ -238,14 +229,14 @@ def rerank_run(
     run: Run = {}
     total_seconds = 0.0
     pairs = computed = cached_n = unparsed = 0
-    bar = _Progress(len(qids), desc, progress)
-    try:
+    total_pairs = sum(len(list(candidates.get(q, []))[:top_k]) for q in qids)
+    # One bar per system, counting (query, document) pairs: rich, with an ETA, on a terminal only.
+    with progress_bar(total_pairs, desc, unit="pairs", enabled=None if progress else False) as bar:
         for qid in qids:
             query = collection.queries[qid]
             cands = list(candidates.get(qid, []))[:top_k]
             if not cands:
                 run[qid] = []
-                bar.update()
                 continue
             texts = [collection.corpus.get(c.docid, c.text if c.text is not None else "") for c in cands]
             docs: list[dict[str, Any]] = [
@@ -256,7 +247,7 @@ def rerank_run(
                 scores = [float(c.score) for c in cands]
                 run[qid] = [Candidate(cands[i].docid, scores[i]) for i in ranking_from_scores(scores)]
                 pairs += len(cands)
-                bar.update()
+                bar.advance(len(cands))
                 continue
             context = (
                 "" if pointwise else hashlib.sha256("\x00".join(c.docid for c in cands).encode()).hexdigest()
@@ -266,6 +257,7 @@ def rerank_run(
             values: list[float | None] = [got[k][0] if k in got else None for k in keys]
             secs = [got[k][1] if k in got else 0.0 for k in keys]
             cached_n += sum(v is not None for v in values)
+            bar.advance(sum(v is not None for v in values))
             missing = [i for i, v in enumerate(values) if v is None]
             if missing and not pointwise:
                 missing = list(range(len(docs)))  # the whole list is one unit
@@ -285,15 +277,13 @@ def rerank_run(
                     secs[i] = dt / len(idx)
                     rows.append((keys[i], sc, dt / len(idx)))
                 computed += len(idx)
+                bar.advance(len(idx))
                 if cache is not None:
                     cache.put_many(rows)
             final = [float(v) if v is not None else 0.0 for v in values]
             total_seconds += sum(secs)
             pairs += len(cands)
             run[qid] = [Candidate(cands[i].docid, final[i]) for i in ranking_from_scores(final)]
-            bar.update()
-    finally:
-        bar.close()
     n_q = max(1, sum(1 for q in run if run[q]))
     latency = {
         "queries": float(len(run)),
@@ -336,7 +326,7 @@ class Experiment:
         alphas: hybrid rows added per reranker (``name+hybrid@alpha``); ``()`` for none.
         sweep: the alpha grid of the sweep plot (``None`` for the default 0, 0.1 .. 1; ``()`` off).
         baseline: the system the tests compare against (default: the first stage).
-        queries: the first N judged queries, or a list of query ids (default: all judged ones).
+        queries: the first N judged queries by id (:func:`first_queries`), or a list of query ids (default: all judged ones).
         instruction: the task instruction (name or text); default: the collection's.
         cache: a score cache file (SQLite) or ``None``; the CLI puts it in the output folder.
         progress: show a progress bar on stderr.
@@ -388,7 +378,10 @@ class Experiment:
                 f"a reranker is named like the first stage ({self.first_stage_name!r}); rename it"
             )
         self.top_k = top_k
-        self.metrics = list(metrics)
+        # Recall beyond the reranked depth is recall at the depth: name it so (R@100 -> R@20).
+        self.metrics = list(dict.fromkeys(name_for_depth(m, top_k) for m in metrics))
+        if self.metrics != list(metrics):
+            logger.info("metrics over top-%d lists: %s", top_k, ", ".join(self.metrics))
         self.alphas = [float(a) for a in alphas]
         self.sweep = DEFAULT_SWEEP if sweep is None else tuple(float(a) for a in sweep)
         self.baseline = baseline or self.first_stage_name
@@ -417,7 +410,7 @@ class Experiment:
         if isinstance(self.queries, int):
             if self.queries <= 0:
                 raise InputError(f"queries must be a positive number, got {self.queries}")
-            return judged[: self.queries]
+            return first_queries(judged, self.queries)
         unknown = [q for q in self.queries if q not in candidates or q not in self.collection.queries]
         if unknown:
             raise InputError(f"query ids without text or candidates: {unknown[:5]}")

@@ -21,6 +21,7 @@ from erank.datasets.types import Candidate, Qrels, Run
 from erank.errors import InputError, require
 
 __all__ = [
+    "name_for_depth",
     "DEFAULT_METRICS",
     "parse_metric",
     "apply_protocol",
@@ -54,6 +55,18 @@ def parse_metric(name: str, relevance_level: int = 1) -> Any:
         return irm.parse_measure(text)  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - ir_measures raises several types
         raise InputError(f"unknown metric {name!r} ({exc}); try nDCG@10, MAP, MRR@10, R@100, P@10") from exc
+
+
+def name_for_depth(name: str, depth: int) -> str:
+    """The name a metric deserves on runs of at most ``depth`` documents per query.
+
+    Recall at a cutoff beyond the depth is recall at the depth (``R@100`` of a top-20 rerank is
+    ``R@20``), so it is named so; other measures keep their names (``nDCG@10``, ``MAP``).
+    """
+    base, at, cut = name.partition("@")
+    if at and cut.isdigit() and int(cut) > depth and _ALIASES.get(base.lower(), base) == "R":
+        return f"{base}@{depth}"
+    return name
 
 
 def apply_protocol(

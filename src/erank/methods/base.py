@@ -75,6 +75,9 @@ class Method(ABC):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.truncate = Truncator(engine)
+        #: Method-specific events of the last :meth:`rerank` call (``{"repaired_windows": 1}``
+        #: for listwise...); empty for methods without such events (erank, yesno).
+        self.last_counters: dict[str, int] = {}
 
     @property
     def mode(self) -> str:
@@ -95,6 +98,7 @@ class Method(ABC):
         docs = to_documents(documents)
         instr = resolve_instruction(instruction, self.default_instruction)
         start = time.perf_counter()
+        self.last_counters = {}
         if not docs:
             scores: list[DocumentScore] = []
             usage = Usage()

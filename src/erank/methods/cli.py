@@ -2,7 +2,7 @@
 
 .. code-block:: console
 
-    erank compare --data ../shared/data/trec-dl20-passage/BM25/retrieve_results_dl20_top100.json \\
+    erank compare --first-stage ../shared/data/trec-dl20-passage/BM25/retrieve_results_dl20_top100.json \\
         --methods erank,erank-0-3,yesno,listwise,first --model M --top-k 20 --queries 10 --out out/
 
 ``--set METHOD.ARG=VALUE`` passes a constructor argument to one method (``--set
@@ -18,6 +18,7 @@ import json
 import sys
 from typing import Any
 
+from erank.commands import options
 from erank.errors import InputError
 
 __all__ = ["register", "parse_sets", "parse_queries_for"]
@@ -61,15 +62,37 @@ def parse_queries_for(text: str | None) -> dict[str, int]:
     return out
 
 
-def _run(args: argparse.Namespace) -> int:
-    from erank.methods.compare import format_table, run_comparison
-
+def _methods(args: argparse.Namespace) -> list[str]:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise InputError("--methods is empty; name at least one method (e.g. erank,yesno)")
+    return methods
+
+
+def _check(args: argparse.Namespace) -> None:
+    """The method names, their ``--set`` arguments and ``--queries-for``: before the model loads."""
+    from erank.methods import METHODS, check_method_kwargs
+
+    if not args.first_stage:  # not argparse's required=True: the deprecated --data must count too
+        raise InputError(
+            "--first-stage FILE is required: a rank_llm candidate JSON (retrieve_results_*.json)"
+        )
+    methods = _methods(args)
+    unknown = [m for m in methods if m.split("@")[0] not in METHODS]
+    if unknown:
+        raise InputError(f"unknown methods {unknown}; available: {', '.join(sorted(METHODS))}")
+    sets = parse_sets(args.set or [])
+    for label in methods:
+        check_method_kwargs(label.split("@")[0], sets.get(label, {}))
+    parse_queries_for(args.queries_for)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from erank.methods.compare import format_table, run_comparison
+
     rows = run_comparison(
-        args.data,
-        methods,
+        args.first_stage,
+        _methods(args),
         model=args.model,
         engine=args.engine,
         qrels=args.qrels,
@@ -80,8 +103,10 @@ def _run(args: argparse.Namespace) -> int:
         instruction=args.instruction,
         truncate_length=args.truncate_length,
         out_dir=args.out,
+        progress=not args.no_progress,
+        device=args.device,
     )
-    sys.stdout.write(json.dumps(rows, indent=2) + "\n" if args.json else format_table(rows))
+    sys.stdout.write(json.dumps(rows, indent=2) + "\n" if args.format == "json" else format_table(rows))
     return 0
 
 
@@ -91,24 +116,41 @@ def register(subparsers: Any) -> None:
         "compare",
         help="compare ranking methods on first-stage candidates (nDCG@10, calls, tokens, time)",
         description="Rerank the same first-stage candidates with several methods and print the comparison table.",
-    )
-    p.add_argument("--data", required=True, help="rank_llm candidate JSON (retrieve_results_*.json)")
-    p.add_argument("--qrels", default=None, help="TREC qrels (default: a qrels*.txt beside or above --data)")
-    p.add_argument(
-        "--methods", default="erank,erank-0-3,yesno,listwise,first", help="comma-separated method names"
+        formatter_class=options.HelpFormatter,
     )
     p.add_argument(
-        "--model", default=None, help="model (hub id, folder, .gguf); default: the embedded SmolLM2-135M"
+        "--first-stage",
+        metavar="FILE",
+        help="required: the first-stage candidates, a rank_llm candidate JSON (retrieve_results_*.json)",
     )
-    p.add_argument("--engine", default="transformers", help="engine name (default transformers)")
-    p.add_argument("--top-k", type=int, default=20, help="candidates reranked per query (default 20)")
-    p.add_argument("--queries", type=int, default=None, help="at most this many judged queries (default all)")
+    p.add_argument("--data", dest="first_stage", action=options.DeprecatedAlias, use="--first-stage FILE")
+    p.add_argument(
+        "--qrels", default=None, help="TREC qrels (default: a qrels*.txt beside or above the candidates)"
+    )
+    p.add_argument(
+        "--methods",
+        default="erank,erank-0-3,yesno,listwise,first",
+        help="comma-separated method names (default erank,erank-0-3,yesno,listwise,first)",
+    )
+    options.add_model_options(p, method=False)
+    options.add_top_k(p)
+    options.add_queries(p)
     p.add_argument("--queries-for", default=None, help="per-method query caps, e.g. rank1=5,pairwise=2")
     p.add_argument(
         "--set", action="append", metavar="METHOD.ARG=VALUE", help="a method argument (repeatable)"
     )
-    p.add_argument("--instruction", default="trec-dl", help="instruction name or text (default trec-dl)")
-    p.add_argument("--truncate-length", type=int, default=2048, help="tokens kept per document and query")
-    p.add_argument("--out", default=None, help="folder for runs, rows.json and table.md")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    options.add_instruction(p)
+    options.add_truncate_length(p)
+    p.add_argument(
+        "--out", default=None, help="folder for runs, rows.json and table.md (default: none written)"
+    )
+    p.add_argument(
+        "--format", choices=["table", "json"], default="table", help="print the table or the rows as JSON"
+    )
+    p.add_argument(
+        "--json", dest="format", action=options.DeprecatedAlias, nargs=0, const="json", use="--format json"
+    )
+    options.add_progress(p)
+    options.add_runtime_options(p)
+    options.add_check(p, _check)
     p.set_defaults(func=_run)

@@ -22,7 +22,8 @@ from typing import Any
 
 from erank.engines import Engine, create_engine
 from erank.errors import DataFormatError, InputError, require
-from erank.methods import METHODS, create_method
+from erank.methods import METHODS, check_method_kwargs, create_method
+from erank.progress import progress_bar
 
 __all__ = ["load_candidates", "find_qrels", "load_qrels", "ndcg_at_10", "run_comparison", "format_table"]
 
@@ -124,13 +125,20 @@ def run_comparison(
     instruction: str | None = "trec-dl",
     truncate_length: int | None = 2048,
     out_dir: str | Path | None = None,
+    progress: bool = True,
+    device: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rerank the top ``top_k`` candidates of the judged queries with each method; one row per method.
 
-    ``queries`` caps the number of queries (file order); ``queries_for`` overrides it per method
+    ``queries`` takes the first N judged queries by id (as ``erank eval`` does:
+    :func:`erank.evaluation.experiment.first_queries`); ``queries_for`` overrides it per method
     (for slow methods). ``method_kwargs`` maps a method name to its constructor arguments.
     Writes ``<method>.run`` (TREC run), ``rows.json`` and ``table.md`` under ``out_dir``.
+    ``progress``: a progress bar per method on a terminal (:mod:`erank.progress`); ``device``:
+    the engine's device (default: CUDA when available).
     """
+    from erank.evaluation.experiment import first_queries
+
     unknown = [m for m in methods if m.split("@")[0] not in METHODS]
     if unknown:
         raise InputError(f"unknown methods {unknown}; available: {', '.join(sorted(METHODS))}")
@@ -142,7 +150,14 @@ def run_comparison(
     cands = [c for c in all_cands if c["qid"] in judged]
     if not cands:
         raise InputError(f"no query of {data} is judged in {qrels_path}")
-    eng = engine if isinstance(engine, Engine) else create_engine(engine, model)
+    for label in methods:  # every method's arguments by name, before the model loads
+        check_method_kwargs(label.split("@")[0], dict((method_kwargs or {}).get(label, {})))
+    by_qid = {c["qid"]: c for c in cands}
+    eng = (
+        engine
+        if isinstance(engine, Engine)
+        else create_engine(engine, model, **({"device": device} if device else {}))
+    )
     out = Path(out_dir) if out_dir else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -152,25 +167,27 @@ def run_comparison(
         kwargs = dict((method_kwargs or {}).get(label, {}))
         method = create_method(name, eng, **kwargs)
         n_q = (queries_for or {}).get(label, queries)
-        subset = cands[:n_q] if n_q else cands
+        subset = [by_qid[q] for q in first_queries(list(by_qid), n_q or None)]
         run: dict[str, dict[str, float]] = {}
         first_stage: dict[str, dict[str, float]] = {}
         totals = {"model_calls": 0, "prompt_tokens": 0, "generated_tokens": 0, "unparsed": 0, "seconds": 0.0}
         counters: dict[str, int] = {}
         start = time.perf_counter()
-        for c in subset:
-            hits = c["hits"][:top_k]
-            docids = [h["docid"] for h in hits]
-            res = method.rerank(
-                c["query"], [h["content"] for h in hits], instruction, truncate_length=truncate_length
-            )
-            run[c["qid"]] = _rank_run(docids, res.ranking)
-            first_stage[c["qid"]] = _rank_run(docids, list(range(len(hits))))
-            for key in ("model_calls", "prompt_tokens", "generated_tokens", "unparsed"):
-                totals[key] += getattr(res.usage, key)
-            totals["seconds"] += res.usage.seconds
-            for key, value in getattr(method, "last_counters", {}).items():
-                counters[key] = counters.get(key, 0) + int(value)
+        with progress_bar(len(subset), label, unit="queries", enabled=None if progress else False) as bar:
+            for c in subset:
+                hits = c["hits"][:top_k]
+                docids = [h["docid"] for h in hits]
+                res = method.rerank(
+                    c["query"], [h["content"] for h in hits], instruction, truncate_length=truncate_length
+                )
+                run[c["qid"]] = _rank_run(docids, res.ranking)
+                first_stage[c["qid"]] = _rank_run(docids, list(range(len(hits))))
+                for key in ("model_calls", "prompt_tokens", "generated_tokens", "unparsed"):
+                    totals[key] += getattr(res.usage, key)
+                totals["seconds"] += res.usage.seconds
+                for key, value in method.last_counters.items():
+                    counters[key] = counters.get(key, 0) + int(value)
+                bar.advance()
         wall = time.perf_counter() - start
         nq = len(subset)
         row: dict[str, Any] = {

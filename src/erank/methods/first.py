@@ -77,7 +77,6 @@ class FirstMethod(Method):
             self.label_ids.append(ids[0])
         self.template = template_text(template, "first")
         self.answer_prefix = answer_prefix
-        self.last_counters: dict[str, int] = {}
 
     def build_prompt(self, query: str, texts: list[str], instruction: str) -> str:
         """The user message for one window of passages (labels ``[A]..``)."""

@@ -83,7 +83,6 @@ class GroupwiseMethod(Method):
             check_positive("max_new_tokens", max_new_tokens) if max_new_tokens else 8 * group_size + 16
         )
         self.template = template_text(template, "groupwise")
-        self.last_counters: dict[str, int] = {}
 
     def build_prompt(self, query: str, texts: list[str], instruction: str) -> str:
         """The user message for one group (labels ``[1]..``)."""

@@ -68,7 +68,6 @@ class ListwiseMethod(Method):
         )
         self.template = template_text(template, "listwise")
         self.answer_prefix = answer_prefix
-        self.last_counters: dict[str, int] = {}
 
     def build_prompt(self, query: str, texts: list[str], instruction: str) -> str:
         """The user message for one window of passages (labels ``[1]..[len(texts)]``)."""

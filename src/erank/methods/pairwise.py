@@ -90,7 +90,6 @@ class PairwiseMethod(Method):
         self.b_ids = single_token_ids(enc, [" B", "B"])
         if not self.a_ids or not self.b_ids:
             raise InputError("the tokenizer writes neither 'A' nor ' A' (or 'B') as one token")
-        self.last_counters: dict[str, int] = {}
 
     @property
     def mode(self) -> str:

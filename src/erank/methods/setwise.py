@@ -93,7 +93,6 @@ class SetwiseMethod(Method):
             if len(ids) != 1:
                 raise InputError(f"setwise needs single-token labels; the tokenizer writes {k} as {ids}")
             self.label_ids.append(ids[0])
-        self.last_counters: dict[str, int] = {}
 
     @property
     def mode(self) -> str:

@@ -64,7 +64,6 @@ class YesNoMethod(Method):
         self.template = template_text(template, "yesno")
         self.answer_prefix = answer_prefix
         self.yes_ids, self.no_ids = _answer_ids(engine, YES_VARIANTS, NO_VARIANTS)
-        self.last_counters: dict[str, int] = {}
 
     def build_prompt(self, query: str, doc: str, instruction: str) -> str:
         """The rendered prompt text (chat template applied, answer prefix appended)."""
@@ -91,7 +90,6 @@ class YesNoMethod(Method):
                     index=i, score=prob, probability=prob, prompt_tokens=len(p), truncated=cut[i][1]
                 )
             )
-        self.last_counters = {}
         return scores, Usage(model_calls=len(prompts), prompt_tokens=sum(len(p) for p in prompts))
 
 
@@ -111,7 +109,6 @@ class Rank1Method(Method):
         self.max_new_tokens = check_positive("max_new_tokens", max_new_tokens)
         self.template = template_text(template, "rank1")
         self.true_ids, self.false_ids = _answer_ids(engine, TRUE_VARIANTS, FALSE_VARIANTS)
-        self.last_counters: dict[str, int] = {}
 
     def build_prompt(self, query: str, doc: str, instruction: str) -> str:
         """The rendered prompt text: chat template applied, ending with ``<think>``."""

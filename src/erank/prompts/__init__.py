@@ -26,6 +26,7 @@ __all__ = [
     "render_template",
     "resolve_instruction",
     "instruction_names",
+    "InstructionText",
     "template_placeholders",
 ]
 
@@ -75,6 +76,13 @@ def render_template(name_or_text: str, *, required: set[str] | None = None, **fi
     return _PLACEHOLDER.sub(lambda m: fields[m.group(1)], text)
 
 
+class InstructionText(str):
+    """An instruction that is text, never a name: :func:`resolve_instruction` returns it as it is
+    (the official ERank classes pass every instruction that is not exactly a name this way)."""
+
+    __slots__ = ()
+
+
 @lru_cache(maxsize=1)
 def _instructions() -> dict[str, str]:
     raw = resources.files(__package__).joinpath("instructions.yaml").read_text(encoding="utf-8")
@@ -97,6 +105,8 @@ def resolve_instruction(instruction: str | None, default: str = "beir") -> str:
         instruction = default
     if not isinstance(instruction, str):
         raise InputError(f"instruction must be a string, got {type(instruction).__name__}")
+    if isinstance(instruction, InstructionText):
+        return str(instruction)
     table = _instructions()
     key = instruction.strip()
     if key in table:
