@@ -225,3 +225,14 @@ def test_progress_is_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -
 def test_missing_extra_names_the_real_extra_and_a_checkout_install() -> None:
     text = str(MissingExtraError("trl", "training", "SFT"))
     assert "extra 'train'" in text and "-e '.[train]'" in text and "erank[training]" not in text
+
+
+def test_eval_prints_only_the_table_unless_verbose(shared_data: Path, tmp_path: Path) -> None:
+    env = {**ENV, "ERANK_CACHE": str(tmp_path / "cache")}
+    args = ["eval", "--data", str(shared_data / "adi"), "--first-stage-only", "--top-k", "20", "--no-plots"]
+    quiet = erank(*args, "--out", str(tmp_path / "a"), env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""  # bm25s logs DEBUG lines (it sets its own logger to DEBUG): not shown
+    assert "| bm25 |" in quiet.stdout and "| R@20 |" in quiet.stdout  # R@100 of a top-20 list is R@20
+    loud = erank("-vv", *args, "--out", str(tmp_path / "b"), env={**env, "ERANK_CACHE": str(tmp_path / "c2")})
+    assert loud.returncode == 0 and "DEBUG bm25s" in loud.stderr

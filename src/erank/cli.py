@@ -74,6 +74,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LevelFilter(logging.Filter):
+    """Which records reach the console: erank's own from one level, other libraries' from another.
+
+    A filter on the handler, not logger levels: libraries reset their own loggers' levels when
+    they are imported (bm25s sets DEBUG), after the CLI has configured logging.
+    """
+
+    def __init__(self, levels: dict[str, int], others: int) -> None:
+        super().__init__()
+        self.levels = sorted(levels.items(), key=lambda kv: -len(kv[0]))  # the longest prefix wins
+        self.others = others
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for prefix, level in self.levels:
+            if record.name == prefix or record.name.startswith(prefix + "."):
+                return record.levelno >= level
+        return record.levelno >= self.others
+
+
+def _configure_logging(verbose: int, *, progress_lines: bool = False) -> None:
+    """Default: erank's warnings only (plus the trainers' progress lines); ``-v``: erank's info and
+    other libraries' warnings (deprecations, "Converting a tensor..."); ``-vv``: everything."""
+    erank_level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    others = (logging.ERROR, logging.WARNING, logging.DEBUG)[min(verbose, 2)]
+    levels = {"erank": erank_level}
+    if progress_lines:
+        # The trainers report progress (step, loss, ETA) as info lines: a long job is never silent.
+        levels["erank.training"] = min(erank_level, logging.INFO)
+    root = logging.getLogger()
+    if not root.handlers:  # not when embedded (tests, notebooks): their handlers stay as they are
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_LevelFilter(levels, others))
+        root.addHandler(handler)
+        root.setLevel(min([*levels.values(), others]))
+    # Other libraries' warnings go to logging (the filter shows them with -v).
+    logging.captureWarnings(True)
+
+
 def _quiet_libraries() -> None:
     """The CLI owns the console: no library progress bars (-vv shows them)."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. the one-time GGUF conversion's bars
@@ -89,20 +128,7 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Other libraries' warnings (deprecations, "Converting a tensor...") go to logging: shown
-    # with -v, silent otherwise. The CLI prints only what the user asked for.
-    logging.captureWarnings(True)
-    if args.command == "train" and not args.verbose:
-        # The trainers report progress (step, loss, ETA) as info lines: a long job is never silent.
-        logging.getLogger("erank.training").setLevel(logging.INFO)
-    noisy = logging.WARNING if args.verbose else logging.ERROR
-    for name in ("py.warnings", "bm25s", "datasets", "peft", "sentence_transformers", "httpx"):
-        logging.getLogger(name).setLevel(noisy)
+    _configure_logging(args.verbose, progress_lines=args.command == "train")
     for note in deprecations(args):  # the CLI's own message, like its errors: always shown
         sys.stderr.write(f"erank: warning: {note}\n")
     if not getattr(args, "func", None):
