@@ -175,15 +175,13 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in name)
 
 
-def query_order(qid: str) -> tuple[int, int, str]:
-    """The order in which "the first N queries" are taken: by id, numbers numerically."""
-    return (0, int(qid), "") if qid.isdigit() else (1, 0, qid)
-
-
 def first_queries(qids: Sequence[str], n: int | None) -> list[str]:
-    """The first ``n`` of ``qids`` by id (:func:`query_order`), whatever order a file lists them in:
-    what ``--queries N`` means in every command. ``None``: all of them, in the same order."""
-    ordered = sorted(qids, key=query_order)
+    """The first ``n`` of ``qids`` by id, whatever order a file lists them in: numeric ids in
+    numeric order, then the others alphabetically (:func:`erank.batch.rows.qid_sort_key`, the order
+    of batch run files too). What ``--queries N`` means in every command; ``None``: all of them."""
+    from erank.batch.rows import qid_sort_key
+
+    ordered = sorted(qids, key=qid_sort_key)
     return ordered if n is None else ordered[:n]
 
 
