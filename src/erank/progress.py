@@ -19,7 +19,7 @@ import sys
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ProgressBar", "progress_bar", "progress_enabled"]
+__all__ = ["ProgressBar", "progress_bar", "progress_status", "progress_enabled"]
 
 _ENV = "ERANK_NO_PROGRESS"
 
@@ -42,7 +42,13 @@ class ProgressBar:
     """
 
     def __init__(
-        self, total: int | None, description: str, *, unit: str = "", enabled: bool | None = None
+        self,
+        total: int | None,
+        description: str,
+        *,
+        unit: str = "",
+        enabled: bool | None = None,
+        status: bool = False,
     ) -> None:
         self.total = total
         self.completed = 0
@@ -55,22 +61,27 @@ class ProgressBar:
                 BarColumn,
                 MofNCompleteColumn,
                 Progress,
+                ProgressColumn,
+                SpinnerColumn,
                 TextColumn,
                 TimeElapsedColumn,
                 TimeRemainingColumn,
             )
 
-            self._progress = Progress(
-                TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn(unit),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
+            columns: list[ProgressColumn] = (
+                [SpinnerColumn(), TextColumn("[progress.description]{task.description}"), TimeElapsedColumn()]
+                if status
+                else [
+                    TextColumn("[progress.description]{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn(unit),
+                    TimeElapsedColumn(),
+                    TextColumn("ETA"),
+                    TimeRemainingColumn(),
+                ]
             )
+            self._progress = Progress(*columns, console=Console(stderr=True), transient=True)
 
         self._description = description
 
@@ -120,3 +131,9 @@ def progress_bar(
     disabled; ``False`` never draws it.
     """
     return ProgressBar(total, description, unit=unit, enabled=enabled)
+
+
+def progress_status(description: str, *, enabled: bool | None = None) -> ProgressBar:
+    """A spinner with the elapsed time, for a step of unknown length (loading a model, converting a
+    GGUF file once): drawn under the same conditions as :func:`progress_bar`."""
+    return ProgressBar(None, description, enabled=enabled, status=True)

@@ -243,20 +243,21 @@ def _print_table(rows: Iterable[dict[str, Any]], result: RerankResult, hybrid: b
 
 
 def run(args: argparse.Namespace) -> int:
-    from erank.progress import progress_bar
+    from erank.progress import progress_bar, progress_status
     from erank.reranker import Reranker
 
     docs = read_documents(args.docs)
     if args.alpha is not None and any(d.first_stage_score is None for d in docs):
         raise InputError("--alpha needs a first_stage_score on every document (JSONL input)")
-    reranker = Reranker(
-        args.model,
-        method=args.method,
-        engine=args.engine,
-        mode=args.mode,
-        device=args.device,
-        **options.method_kwargs_from(args),
-    )
+    with progress_status(f"loading {args.model or 'erank-smol'}", enabled=options.progress_from(args)):
+        reranker = Reranker(
+            args.model,
+            method=args.method,
+            engine=args.engine,
+            mode=args.mode,
+            device=args.device,
+            **options.method_kwargs_from(args),
+        )
     with progress_bar(len(docs), "scoring", unit="documents", enabled=options.progress_from(args)) as bar:
         result = score_in_chunks(
             reranker, args.query, docs, args.instruction, args.truncate_length,

@@ -98,16 +98,18 @@ def run_eval(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rerankers: dict[str, Any] = {}
     if not args.first_stage_only:
+        from erank.progress import progress_status
         from erank.reranker import Reranker
 
-        reranker = Reranker(
-            args.model,
-            method=args.method,
-            engine=args.engine,
-            mode=args.mode,
-            device=args.device,
-            **options.method_kwargs_from(args),
-        )
+        with progress_status(f"loading {args.model or 'erank-smol'}", enabled=options.progress_from(args)):
+            reranker = Reranker(
+                args.model,
+                method=args.method,
+                engine=args.engine,
+                mode=args.mode,
+                device=args.device,
+                **options.method_kwargs_from(args),
+            )
         name = Path(str(reranker.model_name)).name
         mode = reranker.mode
         rerankers[f"{name}-{args.method}{'-' + mode if mode else ''}"] = reranker

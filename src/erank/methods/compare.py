@@ -23,7 +23,7 @@ from typing import Any
 from erank.engines import Engine, create_engine
 from erank.errors import DataFormatError, InputError, require
 from erank.methods import METHODS, check_method_kwargs, create_method
-from erank.progress import progress_bar
+from erank.progress import progress_bar, progress_status
 
 __all__ = ["load_candidates", "find_qrels", "load_qrels", "ndcg_at_10", "run_comparison", "format_table"]
 
@@ -153,11 +153,12 @@ def run_comparison(
     for label in methods:  # every method's arguments by name, before the model loads
         check_method_kwargs(label.split("@")[0], dict((method_kwargs or {}).get(label, {})))
     by_qid = {c["qid"]: c for c in cands}
-    eng = (
-        engine
-        if isinstance(engine, Engine)
-        else create_engine(engine, model, **({"device": device} if device else {}))
-    )
+    if isinstance(engine, Engine):
+        eng = engine
+    else:
+        status = f"loading {model or 'erank-smol'}"
+        with progress_status(status, enabled=None if progress else False):
+            eng = create_engine(engine, model, **({"device": device} if device else {}))
     out = Path(out_dir) if out_dir else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
