@@ -31,12 +31,11 @@ def free_port() -> int:
 @contextlib.contextmanager
 def run_server(app: Any, timeout: float = 60.0, wait_ready: bool = True) -> Iterator[str]:
     """uvicorn on a free loopback port in a thread; yields ``http://127.0.0.1:PORT``; stops gracefully."""
-    import uvicorn
+    from erank.serving.server import build_server
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
+    # erank serve's own server: the connection limit, the idle deadline and the drain
+    server = build_server(app, host="127.0.0.1", port=port, log_level="warning")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

@@ -32,7 +32,7 @@ def test_operations_endpoints(client: httpx.Client) -> None:
 @pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank"])
 def test_cohere_shape(client: httpx.Client, path: str, tiny_reranker) -> None:  # noqa: ANN001
     r = client.post(
-        path, json={"model": "any", "query": "what is rust", "documents": DOCS, "return_documents": True}
+        path, json={"model": "erank", "query": "what is rust", "documents": DOCS, "return_documents": True}
     )
     assert r.status_code == 200, r.text
     body = r.json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -130,3 +131,40 @@ def test_keys_never_mix() -> None:
     asyncio.run(main())
     b.stop()
     assert sorted(rec_keys, key=str) == [(("pairs", False), 3), (("pairs", True), 3)]
+
+
+def test_a_small_job_behind_a_large_one_goes_into_the_next_call_alone() -> None:
+    """Weights bound a call (max_batch_weight); the least-served job goes first; a newcomer's call
+    carries nothing more of a job already served; a cancelled job's untaken items are dropped."""
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[list[int]] = []
+
+    def scorer(items: list[int], key: object) -> list[int]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            started.set()
+            release.wait(10)
+        else:
+            time.sleep(0.05)  # a model call takes time
+        return items
+
+    b = MicroBatcher(scorer, max_batch_items=1000, max_batch_weight=50, max_wait_s=0.0)
+    b.start()
+
+    async def main() -> tuple[list[int], bool]:
+        big = b.submit(list(range(100)), weights=[10] * 100)  # 1000 weight: 20 calls of 50
+        await asyncio.to_thread(started.wait, 10)
+        small = b.submit([1000, 1001], weights=[10, 10])
+        release.set()
+        got = await small.future
+        b.cancel(big)  # the big one times out: what it had not been given is dropped
+        await asyncio.sleep(0.05)
+        return got, big.future.cancelled()
+
+    got, cancelled = asyncio.run(main())
+    b.stop()
+    assert got == [1000, 1001] and cancelled
+    assert calls[0] == list(range(5))  # 5 items x 10 = the weight budget of one call
+    assert calls[1] == [1000, 1001]  # the small job next, alone, not after 19 more calls
+    assert sum(len(c) for c in calls) < 100  # the cancelled job's remaining items never ran

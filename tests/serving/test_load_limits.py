@@ -156,6 +156,13 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny_qwen3_dir: Path, t
             time.sleep(0.5)
             assert not any(f.done() for f in futures), "they wait in the 2 s batching window"
             proc.send_signal(signal.SIGTERM)
+            # The drain: /ready answers 503 (it does not refuse the connection) and new rerank
+            # requests are turned away, while the admitted ones finish.
+            time.sleep(0.3)
+            ready = httpx.get(base + "/ready", timeout=10)
+            assert ready.status_code == 503 and ready.json()["status"] == "draining"
+            late = httpx.post(base + "/v1/rerank", json=body, timeout=10)
+            assert late.status_code == 503 and late.json()["error_type"] == "shutting_down"
             answers = [f.result() for f in futures]
         assert [r.status_code for r in answers] == [200] * 4
         assert all(len(r.json()["results"]) == 20 for r in answers)

@@ -737,6 +737,10 @@ def run_batch(cfg: BatchConfig, progress: Callable[[BatchProgress], None] | None
         run_file=str(out / "run.trec"),
         errors_file=str(out / "errors.jsonl"),
     )
+    if complete and (out / "summary.json").exists():
+        # A rerun of a finished job did nothing: the recorded summary of the run that did the
+        # work stays as it is (the returned one says what this run did: nothing).
+        return summary
     _atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     _atomic_write_text(out / "_SUCCESS", "")
     return summary

@@ -6,26 +6,42 @@
 
 Every request's (query, document) pairs are tokenised off the event loop, queued in a
 :class:`~erank.serving.batcher.MicroBatcher` and scored by the single model worker thread together
-with the pairs of concurrent requests.
+with the pairs of concurrent requests. In front of the app, :class:`~erank.serving.guard.Guard`
+decides everything that needs no parsing (Host, API key, body limits, admission).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import re
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from erank.errors import ERankError, InputError, MissingExtraError, require
 from erank.models import DEFAULT_MODEL
 from erank.serving.batcher import BatcherStoppedError, MicroBatcher, QueueFullError
+from erank.serving.errors import ERROR_KIND_KEY, ClientGone, HTTPError, error_body, json_bytes
+from erank.serving.guard import Guard
 from erank.serving.metrics import ServeMetrics
-from erank.serving.schemas import CohereRerankRequest, DocumentObject, ScoreRequest, TEIRerankRequest
+from erank.serving.schemas import (
+    CohereDocument,
+    CohereRerankRequest,
+    CohereRerankResponse,
+    ErrorBody,
+    HealthResponse,
+    ModelsResponse,
+    ReadyResponse,
+    ScoreDocument,
+    ScoreRequest,
+    ScoreResponse,
+    TEIRerankItem,
+    TEIRerankRequest,
+)
 from erank.serving.settings import ServeSettings
 from erank.types import DocumentScore, ranking_from_scores
 
@@ -34,54 +50,12 @@ try:  # FastAPI resolves the endpoints' annotations from this module's globals
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("fastapi", "serve", "the HTTP server") from _exc
 
-__all__ = ["create_app", "RerankService", "HTTPError"]
+__all__ = ["create_app", "RerankService", "HTTPError", "check_strings", "check_text"]
 
 logger = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-ENDPOINTS = {
-    "/v1/rerank",
-    "/v2/rerank",
-    "/rerank",
-    "/score",
-    "/health",
-    "/ready",
-    "/metrics",
-    "/v1/models",
-    "/openapi.json",
-    "/docs",
-}
-
-
-class HTTPError(Exception):
-    """An error answered with ``status`` and a JSON body ``{"message", "error", "error_type", "field"}``."""
-
-    def __init__(
-        self,
-        status: int,
-        kind: str,
-        message: str,
-        field: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.kind, self.message, self.field, self.headers = status, kind, message, field, headers
-
-
-class ClientGone(Exception):
-    """The client disconnected before its result was ready."""
-
-
-def error_body(kind: str, message: str, field: str | None = None) -> dict[str, Any]:
-    # "message" is what Cohere clients read, "error"/"error_type" what TEI clients read.
-    body: dict[str, Any] = {"message": message, "error": message, "error_type": kind}
-    if field is not None:
-        body["field"] = field
-    return body
+#: Names a request's ``model`` may always give for "the model this server runs".
+GENERIC_MODEL_NAMES = ("erank", "default")
 
 
 # ---------------------------------------------------------------------------------------- service
@@ -93,6 +67,8 @@ class Prepared:
     key: Any
     truncated: list[bool]
     prompt_tokens: int
+    weights: list[int] | None = None
+    instruction_truncated: bool = False
 
 
 class RerankService:
@@ -112,6 +88,10 @@ class RerankService:
         self.reranker: Any = None
         self.load_error: str | None = None
         self.batcher: MicroBatcher[Any, Any] | None = None
+        #: requests admitted to the rerank endpoints and not answered yet (the guard counts them)
+        self.admitted = 0
+        #: set by the first SIGTERM: /ready answers 503 and new rerank requests are refused
+        self.draining = False
         self._ready = threading.Event()
         self._given = reranker
         self.metrics.track_queue(
@@ -131,6 +111,41 @@ class RerankService:
         if self.reranker is not None:
             return str(self.reranker.model_name)
         return str(self.settings.model or DEFAULT_MODEL)
+
+    def model_names(self) -> list[str]:
+        """Every name a request's ``model`` may give: the served name, the name the server was
+        started with (``--model``, its folder or file name), ``--model-alias`` names, and the
+        generic ``erank`` and ``default``."""
+        names = [self.model_name, *GENERIC_MODEL_NAMES, *self.settings.model_names()]
+        if self.reranker is not None:
+            names.append(str(self.reranker.model_name))
+        given = self.settings.model
+        if given is None:
+            if self._given is None:  # the embedded default is what loads
+                names.append(DEFAULT_MODEL)
+        else:
+            names.append(given)
+            tail = given.rstrip("/").rsplit("/", 1)[-1]
+            names += [tail, tail.removesuffix(".gguf")]
+        return list(dict.fromkeys(n for n in names if n))
+
+    def check_model(self, name: str | None) -> None:
+        """A 404 for a ``model`` this server does not run (unless ``allow_any_model``)."""
+        if name is None or self.settings.allow_any_model or name in self.model_names():
+            return
+        raise HTTPError(
+            404,
+            "model_not_found",
+            f"model {name!r} is not served here; this server runs {self.model_name!r} "
+            f"(accepted names: {', '.join(repr(n) for n in self.model_names())}; start it with "
+            "--allow-any-model to accept any name)",
+            field="model",
+        )
+
+    def begin_drain(self) -> None:
+        """Refuse new work and report not ready; what was admitted finishes."""
+        self.draining = True
+        self.metrics.ready.set(0)
 
     def start(self) -> None:
         """Load the model (in a thread unless one was given), then start the worker."""
@@ -162,9 +177,11 @@ class RerankService:
         self.pairwise = hasattr(method, "score_prompts") and hasattr(method, "build_prompt")
         self.scale = getattr(method, "scale", None)
         s = self.settings
+        batch_tokens = s.max_batch_tokens or int(getattr(method.engine, "batch_tokens", 0) or 8192)
         self.batcher = MicroBatcher(
             self._score_items,
             max_batch_items=s.max_batch_pairs if self.pairwise else max(1, s.max_batch_pairs // 16),
+            max_batch_weight=batch_tokens if self.pairwise else None,
             max_wait_s=s.max_wait_ms / 1000.0,
             max_queue=s.max_queue,
             cross_request=s.cross_batching,
@@ -173,7 +190,12 @@ class RerankService:
         self.batcher.start()
         self._ready.set()
         self.metrics.ready.set(1)
-        logger.info("model %s ready (mode %s)", reranker.model_name, reranker.mode)
+        logger.info(
+            "model %s ready (mode %s; at most %d prompt tokens per model call)",
+            reranker.model_name,
+            reranker.mode,
+            batch_tokens,
+        )
 
     def stop(self) -> None:
         """Finish the queued work, then release the model."""
@@ -187,11 +209,19 @@ class RerankService:
     def prepare(
         self, query: str, texts: list[str], instruction: str | None, max_tokens: int, return_reasoning: bool
     ) -> Prepared:
-        """Cut and tokenise every pair (runs in a thread pool, not on the event loop)."""
+        """Cut and tokenise every pair (runs in a thread pool, not on the event loop).
+
+        A request's own instruction is cut to ``max_instruction_tokens``; the request's prompt
+        tokens must stay within ``max_request_tokens`` (a 413 otherwise).
+        """
         from erank.prompts import resolve_instruction
 
         method = self.reranker.method
-        instr = resolve_instruction(instruction or self.settings.instruction, method.default_instruction)
+        s = self.settings
+        instr = resolve_instruction(instruction or s.instruction, method.default_instruction)
+        instruction_cut = False
+        if instruction is not None:
+            instr, instruction_cut = method.truncate(instr, s.max_instruction_tokens)
         if not self.pairwise:
             item = (query, texts, instr, max_tokens, return_reasoning)
             return Prepared(
@@ -199,20 +229,34 @@ class RerankService:
                 key=("request", return_reasoning),
                 truncated=[False] * len(texts),
                 prompt_tokens=0,
+                instruction_truncated=instruction_cut,
             )
         tok = method.engine.tokenizer
         q, _ = method.truncate(query, max_tokens)
         prompts: list[list[int]] = []
         truncated: list[bool] = []
-        for text in texts:
+        total = 0
+        for i, text in enumerate(texts):
             cut_text, cut = method.truncate(text, max_tokens)
             truncated.append(cut)
-            prompts.append(tok.encode_prompt(method.build_prompt(q, cut_text, instr)))
+            prompt = tok.encode_prompt(method.build_prompt(q, cut_text, instr))
+            total += len(prompt)
+            if total > s.max_request_tokens:
+                raise HTTPError(
+                    413,
+                    "too_many_tokens",
+                    f"the request's prompts exceed {s.max_request_tokens} tokens (--max-request-tokens) by "
+                    f"document {i} of {len(texts)}; send fewer documents, or a smaller max_tokens_per_doc",
+                    field="documents",
+                )
+            prompts.append(prompt)
         return Prepared(
             items=prompts,
             key=("pairs", return_reasoning),
             truncated=truncated,
-            prompt_tokens=sum(map(len, prompts)),
+            prompt_tokens=total,
+            weights=[len(p) for p in prompts],
+            instruction_truncated=instruction_cut,
         )
 
     def _score_items(self, items: list[Any], key: Any) -> list[Any]:
@@ -235,8 +279,9 @@ class RerankService:
         instruction: str | None,
         max_tokens: int,
         return_reasoning: bool = False,
-    ) -> tuple[list[DocumentScore], int]:
-        """Per-document scores (input order) and the prompt tokens, through the shared queue."""
+    ) -> tuple[list[DocumentScore], int, bool]:
+        """Per-document scores (input order), the prompt tokens and whether the instruction was
+        cut, through the shared queue."""
         if not self.ready or self.batcher is None:
             if self.load_error:
                 raise HTTPError(503, "not_ready", f"the model failed to load: {self.load_error}")
@@ -250,7 +295,7 @@ class RerankService:
         except InputError as exc:
             raise HTTPError(422, "invalid_input", str(exc), field="instruction") from exc
         try:
-            job = self.batcher.submit(prep.items, prep.key)
+            job = self.batcher.submit(prep.items, prep.key, weights=prep.weights)
         except QueueFullError as exc:
             raise HTTPError(
                 429,
@@ -278,6 +323,8 @@ class RerankService:
                         500, "model_error", f"the model failed on this request: {type(exc).__name__}"
                     ) from exc
             else:
+                # Its pairs not yet in a model call are dropped now; a call already running is
+                # not interrupted, and it is bounded (max_batch_tokens).
                 self.batcher.cancel(job)
                 if watcher in done:
                     raise ClientGone()
@@ -297,7 +344,7 @@ class RerankService:
             if prep.key[0] == "pairs":
                 sc.truncated = prep.truncated[i]
         tokens = prep.prompt_tokens or sum(s.prompt_tokens for s in scores)
-        return scores, tokens
+        return scores, tokens, prep.instruction_truncated
 
     def relevance(self, score: float) -> float:
         """A 0..1 relevance (Cohere, Jina, TEI without raw scores): ERank's rank_score / scale."""
@@ -315,7 +362,24 @@ async def _wait_disconnect(request: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------- checks
-def _check_text(value: str, field: str) -> None:
+def check_strings(value: Any, field: str) -> None:
+    """Every string in ``value`` (keys too, any depth) is valid Unicode: a lone UTF-16 surrogate
+    (``"\\ud800"`` in the JSON) is a 422 naming the field, wherever it sits."""
+    stack: list[tuple[Any, str]] = [(value, field)]
+    while stack:  # iterative: a deeply nested document object cannot exhaust the stack
+        item, where = stack.pop()
+        if isinstance(item, str):
+            _check_unicode(item, where)
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                inner = f"{where}.{k}" if where else str(k)
+                _check_unicode(str(k), f"{inner} (a key)")
+                stack.append((v, inner))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+
+
+def _check_unicode(value: str, field: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -323,19 +387,51 @@ def _check_text(value: str, field: str) -> None:
             422,
             "invalid_input",
             f"{field} is not valid Unicode (an unpaired surrogate at character {exc.start}); send valid UTF-8 text",
-            field=field,
+            field=field.split(" ")[0],
         ) from None
 
 
+def check_text(value: str, field: str, what: str) -> str:
+    """One rule for every text field: not empty, not whitespace only, valid Unicode."""
+    _check_unicode(value, field)
+    if not value.strip():
+        raise HTTPError(422, "invalid_input", f"{field} is empty; {what}", field=field)
+    return value
+
+
 def _check_query(query: str) -> str:
-    if not query.strip():
-        raise HTTPError(422, "invalid_input", "query is empty; send the text of the query", field="query")
-    _check_text(query, "query")
-    return query
+    return check_text(query, "query", "send the text of the query")
+
+
+#: What an instruction name may hold; a text of these characters only must be a known name.
+INSTRUCTION_NAME = re.compile(r"[A-Za-z0-9_./\-]+")
+#: The schema's rule for free-text instructions: some character a name cannot hold.
+FREE_TEXT_PATTERN = r"[^A-Za-z0-9_./\s-]|\S\s+\S"
+
+
+def _check_instruction(instruction: str | None) -> str | None:
+    if instruction is None:
+        return None
+    check_text(instruction, "instruction", "leave it out for the server's default, or send its text")
+    from erank.prompts import instruction_names
+
+    key = instruction.strip()
+    if INSTRUCTION_NAME.fullmatch(key) and key not in instruction_names():
+        raise HTTPError(
+            422,
+            "invalid_input",
+            f"unknown instruction name {key!r}; known names: {', '.join(sorted(instruction_names()))} "
+            "(or pass the instruction as free text, several words)",
+            field="instruction",
+        )
+    return instruction
 
 
 def _document_texts(
-    documents: Sequence[str | DocumentObject], settings: ServeSettings, rank_fields: list[str] | None = None
+    documents: Sequence[str | CohereDocument | ScoreDocument],
+    settings: ServeSettings,
+    rank_fields: list[str] | None = None,
+    warnings: list[str] | None = None,
 ) -> list[str]:
     if len(documents) > settings.max_documents:
         raise HTTPError(
@@ -350,36 +446,45 @@ def _document_texts(
             422, "invalid_input", "documents is empty; send at least one document", field="documents"
         )
     texts: list[str] = []
+    fallback: list[int] = []
     for i, d in enumerate(documents):
         field = f"documents[{i}]"
         if isinstance(d, str):
-            text = d
-        else:
-            extra = d.model_extra or {}
-            if rank_fields:
-                values = {**extra, "text": d.text, "content": d.content}
-                missing = [k for k in rank_fields if values.get(k) is None]
-                if missing:
-                    raise HTTPError(
-                        422, "invalid_input", f"{field} lacks the rank_fields {missing}", field=field
-                    )
-                text = "\n".join(f"{k}: {values[k]}" for k in rank_fields)
+            texts.append(check_text(d, field, "remove it or send its text"))
+            continue
+        values: dict[str, Any] = dict(d.model_extra or {})
+        # A Cohere object's fields are all text that rank_fields may name; an erank object's
+        # other keys are metadata, returned as they came.
+        texts_of = list(values) if isinstance(d, CohereDocument) else []
+        for name in ("text", "content"):
+            if getattr(d, name, None) is not None:
+                values[name] = getattr(d, name)
+                texts_of.append(name)
+        for key in texts_of:
+            check_text(values[key], f"{field}.{key}", "remove the field or send its text")
+        text: str | None = None
+        if rank_fields:
+            lines = [f"{k}: {values[k]}" for k in rank_fields if isinstance(values.get(k), str)]
+            if lines:
+                text = "\n".join(lines)
             else:
-                text_value = d.text if d.text is not None else d.content
-                if text_value is None:
-                    raise HTTPError(
-                        422,
-                        "invalid_input",
-                        f"{field} is an object without a 'text' string",
-                        field=field + ".text",
-                    )
-                text = text_value
-        if not text.strip():
-            raise HTTPError(
-                422, "invalid_input", f"{field} is empty; remove it or send its text", field=field
+                fallback.append(i)
+        if text is None:
+            text = values.get("text") if values.get("text") is not None else values.get("content")
+        if text is None:
+            wanted = (
+                f"none of the rank_fields {rank_fields} and no 'text'" if rank_fields else "a 'text' string"
             )
-        _check_text(text, field)
+            raise HTTPError(
+                422, "invalid_input", f"{field} is an object without {wanted}", field=field + ".text"
+            )
         texts.append(text)
+    if fallback and warnings is not None and rank_fields:
+        shown = fallback[:20]
+        more = "" if len(fallback) <= 20 else f" and {len(fallback) - 20} more"
+        warnings.append(
+            f"documents {shown}{more} have none of the rank_fields {rank_fields}; their text was ranked"
+        )
     return texts
 
 
@@ -404,13 +509,39 @@ def _truncation_warning(truncated: list[bool], max_tokens: int, warnings: list[s
         warnings.append(f"documents {shown}{more} were truncated to {max_tokens} tokens")
 
 
-def _document_out(d: str | DocumentObject) -> dict[str, Any]:
+def _instruction_warning(cut: bool, settings: ServeSettings, warnings: list[str]) -> None:
+    if cut:
+        warnings.append(
+            f"the instruction was cut to {settings.max_instruction_tokens} tokens (--max-instruction-tokens)"
+        )
+
+
+def _document_out(d: str | CohereDocument | ScoreDocument) -> dict[str, Any]:
     if isinstance(d, str):
         return {"text": d}
     return d.model_dump(exclude_none=True)
 
 
 # ---------------------------------------------------------------------------------------- app
+_DESCRIPTIONS = {
+    400: "the body is not valid JSON or UTF-8, or the Host header is not one this server answers to",
+    401: "an API key is needed (Authorization: Bearer KEY)",
+    403: "the API key is not valid",
+    404: "the model named in the request is not served here",
+    408: "the request body did not arrive within --body-timeout",
+    413: "too many documents, too many prompt tokens, or a body larger than --max-body-bytes",
+    422: "a field is missing, of the wrong type, or empty",
+    429: "the queue is full; retry after Retry-After seconds",
+    500: "an unexpected error (a bug: please report it)",
+    503: "the model is loading, failed to load, or the server is shutting down",
+    504: "the request took longer than --request-timeout",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
 def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> Any:
     """The ASGI app. ``reranker``: a ready :class:`~erank.reranker.Reranker` (else built from ``settings``).
 
@@ -421,9 +552,18 @@ def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> A
     from contextlib import asynccontextmanager
 
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.openapi.utils import get_openapi
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    class SafeJSONResponse(JSONResponse):
+        """JSON that cannot fail on odd text (see :func:`~erank.serving.errors.json_bytes`)."""
+
+        def render(self, content: Any) -> bytes:
+            return json_bytes(content)
 
     settings = settings or ServeSettings.from_env()
+    auth = bool(settings.api_keys())
     metrics = ServeMetrics()
     service = RerankService(settings, reranker, metrics)
 
@@ -438,33 +578,73 @@ def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> A
     app = fastapi.FastAPI(
         title="erank",
         version="1",
-        description="LLM reranking (ERank) with Cohere/Jina, TEI and erank endpoints.",
+        description="LLM reranking (ERank) with Cohere/Jina, TEI and erank endpoints. Every error has the "
+        "body {message, error, error_type, field?}.",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
+        docs_url="/docs" if settings.docs else None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.service = service
+    everywhere = (400, 500) + ((401, 403) if auth else ())
+    rerank_errors = _errors(*sorted({*everywhere, 408, 413, 422, 429, 503, 504}))
+    cohere_errors = _errors(*sorted({*everywhere, 404, 408, 413, 422, 429, 503, 504}))
+    get_errors = _errors(*everywhere)
+    open_errors = _errors(400, 500)
+
+    def answer(
+        request: Request,
+        status: int,
+        kind: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        request.scope[ERROR_KIND_KEY] = kind  # the guard counts it once, by this kind
+        return SafeJSONResponse(error_body(kind, message, field), status_code=status, headers=headers)
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError) -> Any:
-        metrics.errors.labels(exc.kind).inc()
-        return JSONResponse(
-            error_body(exc.kind, exc.message, exc.field), status_code=exc.status, headers=exc.headers
-        )
+        return answer(request, exc.status, exc.kind, exc.message, exc.field, exc.headers)
 
     @app.exception_handler(ClientGone)
     async def _gone(request: Request, exc: ClientGone) -> Any:
-        metrics.errors.labels("client_disconnected").inc()
-        return JSONResponse(error_body("client_disconnected", "client disconnected"), status_code=499)
+        return answer(request, 499, "client_disconnected", "client disconnected")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _starlette(request: Request, exc: StarletteHTTPException) -> Any:
+        path, status = request.url.path, exc.status_code
+        if status == 404:
+            return answer(
+                request, 404, "not_found", f"there is no endpoint {path}; the endpoints are in /openapi.json"
+            )
+        if status == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            return answer(
+                request,
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed on {path}; use {allowed or 'another method'}",
+                headers=dict(exc.headers or {}),
+            )
+        if status == 400:
+            return answer(
+                request,
+                400,
+                "invalid_json",
+                "the request body could not be parsed: it is not JSON, or it is nested too deeply",
+                "body",
+            )
+        return answer(request, status, f"http_{status}", str(exc.detail), headers=dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Any:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             first = errors[0]
-            metrics.errors.labels("invalid_json").inc()
             detail = (first.get("ctx") or {}).get("error", first.get("msg", ""))
-            return JSONResponse(
-                error_body("invalid_json", f"the body is not valid JSON: {detail}", "body"), status_code=400
-            )
+            return answer(request, 400, "invalid_json", f"the body is not valid JSON: {detail}", "body")
         parts = []
         fields = []
         for e in errors[:10]:
@@ -472,53 +652,82 @@ def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> A
             field = ".".join(loc) or "body"
             fields.append(field)
             parts.append(f"{field}: {e.get('msg', 'invalid')}")
-        metrics.errors.labels("invalid_input").inc()
-        return JSONResponse(
-            error_body(
-                "invalid_input", "invalid request: " + "; ".join(parts), fields[0] if fields else None
-            ),
-            status_code=422,
+        return answer(
+            request,
+            422,
+            "invalid_input",
+            "invalid request: " + "; ".join(parts),
+            fields[0] if fields else None,
         )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> Any:
-        logger.exception("unhandled error on %s", request.url.path)
-        metrics.errors.labels("internal").inc()
-        return JSONResponse(error_body("internal", f"internal error: {type(exc).__name__}"), status_code=500)
+        # Logged by the guard, which also keeps the connection open.
+        return answer(request, 500, "internal", f"internal error: {type(exc).__name__}")
 
     # ------------------------------------------------------------ operations
-    @app.get("/health", summary="alive")
-    async def health() -> dict[str, Any]:
+    @app.get(
+        "/health",
+        summary="alive (open without an API key)",
+        responses={200: {"model": HealthResponse}, **open_errors},
+    )
+    async def health() -> Any:
         return {"status": "ok"}
 
-    @app.get("/ready", summary="the model is loaded")
-    async def ready() -> Any:
-        if service.ready:
+    @app.get(
+        "/ready",
+        summary="the model is loaded and the server is not draining (open without an API key)",
+        responses={
+            200: {"model": ReadyResponse},
+            503: {"model": ReadyResponse, "description": _DESCRIPTIONS[503]},
+            **open_errors,
+        },
+    )
+    async def ready(request: Request) -> Any:
+        if service.ready and not service.draining:
             return {"status": "ready", "model": service.model_name}
-        body = {"status": "failed" if service.load_error else "loading", "error": service.load_error}
-        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+        if service.draining:
+            status, kind, message = "draining", "shutting_down", "the server is shutting down"
+        elif service.load_error:
+            status, kind, message = "failed", "not_ready", service.load_error
+        else:
+            status, kind, message = "loading", "not_ready", "the model is still loading"
+        request.scope[ERROR_KIND_KEY] = kind
+        body = {"status": status, "model": service.model_name, **error_body(kind, message)}
+        return SafeJSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics (text)",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **get_errors},
+    )
     async def prometheus() -> Any:
         data, content_type = metrics.render()
-        return Response(content=data, media_type=content_type)
+        return PlainTextResponse(content=data, media_type=content_type)
 
-    @app.get("/v1/models", summary="the served model")
-    async def models() -> dict[str, Any]:
+    @app.get(
+        "/v1/models", summary="the served model", responses={200: {"model": ModelsResponse}, **get_errors}
+    )
+    async def models() -> Any:
         name = service.model_name
         card = {"id": name, "object": "model", "created": 0, "owned_by": "erank"}
         return {"object": "list", "data": [card], "models": [{"name": name, "endpoints": ["rerank"]}]}
 
     # ------------------------------------------------------------ rerank
     async def _cohere(body: CohereRerankRequest, request: Request, version: str) -> dict[str, Any]:
+        check_strings(body.model_dump(exclude_none=True), "")
+        service.check_model(body.model)
         query = _check_query(body.query)
-        texts = _document_texts(body.documents, settings, body.rank_fields)
-        n_tokens = _max_tokens(body.max_tokens_per_doc, settings)
+        instruction = _check_instruction(body.instruction)
         warnings: list[str] = []
+        texts = _document_texts(body.documents, settings, body.rank_fields, warnings)
+        n_tokens = _max_tokens(body.max_tokens_per_doc, settings)
         top = _top_n(body.top_n, len(texts), warnings)
-        scores, tokens = await service.score(request, query, texts, body.instruction, n_tokens)
+        scores, tokens, instr_cut = await service.score(request, query, texts, instruction, n_tokens)
         _record(scores, tokens, request.url.path)
         _truncation_warning([s.truncated for s in scores], n_tokens, warnings)
+        _instruction_warning(instr_cut, settings, warnings)
         results = []
         for i in ranking_from_scores([s.score for s in scores])[:top]:
             item: dict[str, Any] = {"index": i, "relevance_score": service.relevance(scores[i].score)}
@@ -540,20 +749,31 @@ def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> A
             "usage": {"total_tokens": tokens, "prompt_tokens": tokens},
         }
 
-    @app.post("/v1/rerank", summary="Cohere v1 / Jina rerank")
-    async def rerank_v1(body: CohereRerankRequest, request: Request) -> dict[str, Any]:
+    cohere_responses: dict[int | str, dict[str, Any]] = {
+        200: {"model": CohereRerankResponse},
+        **cohere_errors,
+    }
+
+    @app.post("/v1/rerank", summary="Cohere v1 / Jina rerank", responses=cohere_responses)
+    async def rerank_v1(body: CohereRerankRequest, request: Request) -> Any:
         return await _cohere(body, request, "1")
 
-    @app.post("/v2/rerank", summary="Cohere v2 rerank")
-    async def rerank_v2(body: CohereRerankRequest, request: Request) -> dict[str, Any]:
+    @app.post("/v2/rerank", summary="Cohere v2 rerank", responses=cohere_responses)
+    async def rerank_v2(body: CohereRerankRequest, request: Request) -> Any:
         return await _cohere(body, request, "2")
 
-    @app.post("/rerank", summary="TEI rerank")
+    @app.post(
+        "/rerank",
+        summary="TEI rerank",
+        responses={200: {"model": list[TEIRerankItem]}, **rerank_errors},
+    )
     async def rerank_tei(body: TEIRerankRequest, request: Request) -> Any:
+        check_strings(body.model_dump(exclude_none=True), "")
         query = _check_query(body.query)
+        instruction = _check_instruction(body.instruction)
         texts = _document_texts(body.texts, settings)
         n_tokens = settings.max_tokens_per_doc
-        scores, tokens = await service.score(request, query, texts, body.instruction, n_tokens)
+        scores, tokens, instr_cut = await service.score(request, query, texts, instruction, n_tokens)
         _record(scores, tokens, request.url.path)
         out = []
         for i in ranking_from_scores([s.score for s in scores]):
@@ -563,21 +783,31 @@ def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> A
                 item["text"] = texts[i]
             out.append(item)
         truncated = sum(1 for s in scores if s.truncated)
-        return JSONResponse(out, headers={"X-Erank-Truncated-Documents": str(truncated)})
+        headers = {"X-Erank-Truncated-Documents": str(truncated)}
+        if instr_cut:
+            headers["X-Erank-Instruction-Truncated"] = str(settings.max_instruction_tokens)
+        return SafeJSONResponse(out, headers=headers)
 
-    @app.post("/score", summary="everything erank knows per document")
-    async def score(body: ScoreRequest, request: Request) -> dict[str, Any]:
+    @app.post(
+        "/score",
+        summary="everything erank knows per document",
+        responses={200: {"model": ScoreResponse}, **rerank_errors},
+    )
+    async def score(body: ScoreRequest, request: Request) -> Any:
+        check_strings(body.model_dump(exclude_none=True), "")
         query = _check_query(body.query)
-        texts = _document_texts(body.documents, settings)
-        n_tokens = _max_tokens(body.max_tokens_per_doc, settings)
+        instruction = _check_instruction(body.instruction)
         warnings: list[str] = []
+        texts = _document_texts(body.documents, settings, None, warnings)
+        n_tokens = _max_tokens(body.max_tokens_per_doc, settings)
         top = _top_n(body.top_n, len(texts), warnings)
         started = time.perf_counter()
-        scores, tokens = await service.score(
-            request, query, texts, body.instruction, n_tokens, body.return_reasoning
+        scores, tokens, instr_cut = await service.score(
+            request, query, texts, instruction, n_tokens, body.return_reasoning
         )
         _record(scores, tokens, request.url.path)
         _truncation_warning([s.truncated for s in scores], n_tokens, warnings)
+        _instruction_warning(instr_cut, settings, warnings)
         ranking = ranking_from_scores([s.score for s in scores])
         results = []
         for rank, i in enumerate(ranking[:top], start=1):
@@ -627,116 +857,47 @@ def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> A
         metrics.generated_tokens.inc(sum(s.generated_tokens for s in scores))
         metrics.truncated.inc(sum(1 for s in scores if s.truncated))
 
-    return LimitsMiddleware(app, settings, metrics)
-
-
-# ---------------------------------------------------------------------------------------- middleware
-class LimitsMiddleware:
-    """Pure ASGI: body size (413) and UTF-8 (400) checks, request count and latency metrics.
-
-    The body is read here (up to the limit) and replayed to the app; after it the app's
-    ``receive`` goes to the server again, so a client disconnect is still seen.
-    """
-
-    def __init__(self, app: Any, settings: ServeSettings, metrics: ServeMetrics) -> None:
-        self.app = app
-        self.settings = settings
-        self.metrics = metrics
-        self.state = app.state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        endpoint = path if path in ENDPOINTS else "other"
-        status = [500]
-        started = time.perf_counter()
-
-        async def send_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = int(message["status"])
-            await send(message)
-
-        try:
-            app_receive = receive
-            if scope.get("method") in ("POST", "PUT", "PATCH"):
-                body, problem = await self._read_body(scope, receive)
-                if problem is not None:
-                    code, kind, message = problem
-                    self.metrics.errors.labels(kind).inc()
-                    await _send_json(send_status, code, error_body(kind, message, "body"))
-                    return
-                if body is None:  # client gone while sending
-                    status[0] = 499
-                    return
-                app_receive = _replay(body, receive)
-            await self.app(scope, app_receive, send_status)
-        finally:
-            self.metrics.requests.labels(endpoint, str(status[0])).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-
-    async def _read_body(
-        self, scope: Scope, receive: Receive
-    ) -> tuple[bytes | None, tuple[int, str, str] | None]:
-        limit = self.settings.max_body_bytes
-        too_large = (
-            413,
-            "payload_too_large",
-            f"the request body is larger than {limit} bytes (--max-body-bytes); send fewer or shorter documents",
+    # ------------------------------------------------------------ schema
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema plus what only the running server knows: its limits, the model names
+        it accepts, and the API-key scheme when keys are set."""
+        if app.openapi_schema is not None:
+            return dict(app.openapi_schema)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    if int(value) > limit:
-                        return None, too_large
-                except ValueError:
-                    return None, (400, "invalid_request", "the Content-Length header is not a number")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None, None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None, too_large
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return None, (
-                400,
-                "invalid_utf8",
-                f"the request body is not valid UTF-8 (bad byte at offset {exc.start}); encode the text as UTF-8",
-            )
-        return body, None
+        comps = schema.get("components", {}).get("schemas", {})
+        for name, field in (
+            ("CohereRerankRequest", "documents"),
+            ("ScoreRequest", "documents"),
+            ("TEIRerankRequest", "texts"),
+        ):
+            prop = comps.get(name, {}).get("properties", {}).get(field)
+            if prop is not None:
+                prop["minItems"], prop["maxItems"] = 1, settings.max_documents
+        from erank.prompts import instruction_names
 
+        for name in ("CohereRerankRequest", "ScoreRequest", "TEIRerankRequest"):
+            prop = comps.get(name, {}).get("properties", {}).get("instruction")
+            if prop is not None:  # a known name, or free text (a name-like typo is a 422)
+                text = {"type": "string", "pattern": FREE_TEXT_PATTERN}
+                prop["anyOf"] = [
+                    {"type": "string", "enum": sorted(instruction_names())},
+                    text,
+                    {"type": "null"},
+                ]
+        model = comps.get("CohereRerankRequest", {}).get("properties", {}).get("model")
+        if model is not None and not settings.allow_any_model:
+            model["anyOf"] = [{"type": "string", "enum": service.model_names()}, {"type": "null"}]
+        if auth:
+            schema["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+            for path, operations in schema.get("paths", {}).items():
+                if path not in ("/health", "/ready"):
+                    for op in operations.values():
+                        op["security"] = [{"apiKey": []}]
+        if service.ready:  # the served model's names are final once it is loaded
+            app.openapi_schema = schema
+        return schema
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
+    app.openapi = openapi  # type: ignore[method-assign]
+    return Guard(app, settings, metrics, service)

@@ -2,9 +2,15 @@
 
 Requests submit *jobs* (lists of work items, e.g. the tokenised prompts of their (query,
 document) pairs). One worker thread owns the model: it takes the items of every waiting job, up
-to ``max_batch_items``, waiting at most ``max_wait_s`` for more to arrive, scores them with one
-call of ``scorer`` and hands each job its slice back through its event loop. The event loop never
-blocks; a job cancelled before its items are scheduled (client gone, timeout) costs nothing more.
+to ``max_batch_items`` (and ``max_batch_weight``, e.g. prompt tokens), waiting at most
+``max_wait_s`` for more to arrive, scores them with one call of ``scorer`` and hands each job its
+slice back through its event loop. The event loop never blocks.
+
+Fairness: each call serves first the jobs that have had the least weight scored so far, so a
+small request that arrives behind a large one goes into the very next call instead of waiting
+for the large one to finish. A job cancelled (client gone, timeout) loses its items not yet
+taken at once; the call already running is the only work of it still done, and that call is
+bounded by ``max_batch_weight``.
 
 >>> import asyncio
 >>> from erank.serving.batcher import MicroBatcher
@@ -52,8 +58,10 @@ class Job(Generic[T, R]):
     key: Hashable
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[list[R]]
+    weights: Sequence[int] | None = None
     results: list[Any] = field(default_factory=list)
     next_index: int = 0
+    taken_weight: int = 0
     done_items: int = 0
     cancelled: bool = False
     finished: bool = False
@@ -70,6 +78,8 @@ class MicroBatcher(Generic[T, R]):
         scorer: ``scorer(items, key) -> results`` (one result per item, in order); runs in the
             worker thread. Items of jobs with different ``key`` never share a call.
         max_batch_items: items per call at most (a larger job is split over several calls).
+        max_batch_weight: the items' weights (``submit(weights=...)``) per call at most; a call
+            holds at least one item whatever its weight. ``None``: no limit.
         max_wait_s: how long to wait for more items when fewer than ``max_batch_items`` wait.
         max_queue: jobs waiting or running at most; :meth:`submit` raises
             :class:`QueueFullError` beyond.
@@ -82,6 +92,7 @@ class MicroBatcher(Generic[T, R]):
         scorer: Callable[[list[T], Hashable], list[R]],
         *,
         max_batch_items: int = 64,
+        max_batch_weight: int | None = None,
         max_wait_s: float = 0.005,
         max_queue: int = 256,
         cross_request: bool = True,
@@ -89,6 +100,7 @@ class MicroBatcher(Generic[T, R]):
     ) -> None:
         self.scorer = scorer
         self.max_batch_items = max_batch_items
+        self.max_batch_weight = max_batch_weight
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.cross_request = cross_request
@@ -114,6 +126,17 @@ class MicroBatcher(Generic[T, R]):
     def _pending_items(self) -> int:
         return sum(len(j.items) - j.next_index for j in self._pending if not j.cancelled)
 
+    def _batch_is_full(self) -> bool:
+        if self._pending_items() >= self.max_batch_items:
+            return True
+        if self.max_batch_weight is None:
+            return False
+        weight = 0
+        for j in self._pending:
+            if not j.cancelled:
+                weight += sum(_weights(j)[j.next_index :])
+        return weight >= self.max_batch_weight
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         if self._thread is not None:
@@ -132,11 +155,20 @@ class MicroBatcher(Generic[T, R]):
 
     # ------------------------------------------------------------------ submit/cancel
     def submit(
-        self, items: Sequence[T], key: Hashable = None, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        items: Sequence[T],
+        key: Hashable = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        weights: Sequence[int] | None = None,
     ) -> Job[T, R]:
-        """Queue ``items``; ``await job.future`` gives their results in order (from a coroutine)."""
+        """Queue ``items``; ``await job.future`` gives their results in order (from a coroutine).
+
+        ``weights``: one per item (prompt tokens, say), for ``max_batch_weight``; default 1 each.
+        """
+        if weights is not None and len(weights) != len(items):
+            raise ValueError(f"{len(weights)} weights for {len(items)} items")
         loop = loop or asyncio.get_running_loop()
-        job: Job[T, R] = Job(items=items, key=key, loop=loop, future=loop.create_future())
+        job: Job[T, R] = Job(items=items, key=key, loop=loop, future=loop.create_future(), weights=weights)
         job.results = [None] * len(items)
         with self._cond:
             if self._stopping:
@@ -179,7 +211,7 @@ class MicroBatcher(Generic[T, R]):
                     return
                 if self.cross_request and self.max_wait_s > 0:
                     deadline = time.monotonic() + self.max_wait_s
-                    while self._pending_items() < self.max_batch_items and not self._stopping:
+                    while not self._batch_is_full() and not self._stopping:
                         left = deadline - time.monotonic()
                         if left <= 0:
                             break
@@ -189,27 +221,49 @@ class MicroBatcher(Generic[T, R]):
                 self._run(batch)
 
     def _take(self) -> list[tuple[Job[T, R], int, int]]:
-        """Slices ``(job, start, end)`` for the next call (lock held)."""
+        """Slices ``(job, start, end)`` for the next call (lock held).
+
+        Jobs are served least-served first (the weight already scored for them, then arrival), so
+        a job never waits behind more than one call of an earlier, larger one.
+        """
+        self._pending = [j for j in self._pending if not j.cancelled]
+        if not self._pending:
+            return []
+        order = sorted(self._pending, key=lambda j: (j.taken_weight, j.enqueued))
         batch: list[tuple[Job[T, R], int, int]] = []
         budget = self.max_batch_items
-        key: Hashable = None
-        first = True
-        for job in list(self._pending):
-            if job.cancelled:
-                self._pending.remove(job)
+        weight_left = self.max_batch_weight
+        key: Hashable = order[0].key
+        # A call that serves a job for the first time does not also carry more of jobs already
+        # served: a newcomer's call is no longer than it needs to be.
+        newcomer = order[0].taken_weight == 0
+        for job in order:
+            if job.key != key or (newcomer and job.taken_weight > 0 and batch):
                 continue
-            if first:
-                key, first = job.key, False
-            elif job.key != key:
-                continue
-            remaining = len(job.items) - job.next_index
-            n = remaining if not self.cross_request else min(budget, remaining)
-            batch.append((job, job.next_index, job.next_index + n))
-            job.next_index += n
-            budget -= n
+            weights = _weights(job)
+            start = end = job.next_index
+            while end < len(job.items):
+                if self.cross_request and end - start >= budget:
+                    break
+                w = weights[end]
+                if (
+                    self.cross_request
+                    and weight_left is not None
+                    and w > weight_left
+                    and (batch or end > start)
+                ):
+                    break
+                end += 1
+                job.taken_weight += w
+                if weight_left is not None:
+                    weight_left -= w
+            if end > start:
+                batch.append((job, start, end))
+                job.next_index = end
+                budget -= end - start
             if job.next_index >= len(job.items):
                 self._pending.remove(job)
-            if not self.cross_request or budget <= 0:
+            if not self.cross_request or budget <= 0 or (weight_left is not None and weight_left <= 0):
                 break
         return batch
 
@@ -247,6 +301,10 @@ class MicroBatcher(Generic[T, R]):
                 if job.done_items >= len(job.items) and not job.finished:
                     self._finish(job)
                     _resolve(job, job.results)
+
+
+def _weights(job: Job[Any, Any]) -> Sequence[int]:
+    return job.weights if job.weights is not None else [1] * len(job.items)
 
 
 def _resolve(job: Job[Any, Any], value: list[Any]) -> None:

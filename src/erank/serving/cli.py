@@ -16,9 +16,9 @@ import threading
 from typing import Any
 
 from erank.errors import require
-from erank.serving.settings import ServeSettings
+from erank.serving.settings import ServeSettings, is_loopback
 
-__all__ = ["register", "run_server", "settings_from_args"]
+__all__ = ["register", "run_server", "settings_from_args", "exposure_warnings"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,73 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--instruction", default=None, help="default task instruction (name or text)")
     p.add_argument("--log-level", default=None, help="uvicorn log level (default info)")
+    p.add_argument(
+        "--max-instruction-tokens",
+        type=int,
+        default=None,
+        help=f"a request's instruction is cut to this, and the answer says so (default {d.max_instruction_tokens})",
+    )
+    p.add_argument(
+        "--max-request-tokens",
+        type=int,
+        default=None,
+        help=f"prompt tokens of one request; 413 beyond (default {d.max_request_tokens})",
+    )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="prompt tokens per model call (default: the engine's --batch-tokens)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require this key (Authorization: Bearer KEY); prefer ERANK_API_KEY or --api-key-file, "
+        "which other users of the machine cannot see",
+    )
+    p.add_argument("--api-key-file", default=None, help="a file of accepted keys, one a line")
+    p.add_argument(
+        "--allowed-hosts",
+        default=None,
+        help="comma-separated Host names answered, or '*' (default: loopback names on a loopback bind, else any)",
+    )
+    p.add_argument(
+        "--allow-any-model",
+        action="store_const",
+        const=True,
+        default=None,
+        help="accept any model name in requests (default: 404 for names of other models)",
+    )
+    p.add_argument(
+        "--model-alias", dest="model_aliases", default=None, help="comma-separated extra model names"
+    )
+    p.add_argument(
+        "--body-timeout",
+        dest="body_timeout_s",
+        type=float,
+        default=None,
+        help=f"408 when a body takes longer to arrive (default {d.body_timeout_s:g} s)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        dest="idle_timeout_s",
+        type=float,
+        default=None,
+        help=f"close connections silent this long (default {d.idle_timeout_s:g} s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help=f"open connections; 503 beyond (default {d.max_connections})",
+    )
+    p.add_argument(
+        "--docs",
+        action="store_const",
+        const=True,
+        default=None,
+        help="serve Swagger UI at /docs (its assets load from a CDN)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -113,6 +180,18 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         "request_timeout_s",
         "instruction",
         "log_level",
+        "max_instruction_tokens",
+        "max_request_tokens",
+        "max_batch_tokens",
+        "api_key",
+        "api_key_file",
+        "allowed_hosts",
+        "allow_any_model",
+        "model_aliases",
+        "body_timeout_s",
+        "idle_timeout_s",
+        "max_connections",
+        "docs",
     ]
     return ServeSettings.from_env(**{n: getattr(args, n, None) for n in names})
 
@@ -125,11 +204,28 @@ def _ignore_signal(signum: int, frame: Any) -> None:
     logger.debug("signal %d after shutdown ignored", signum)
 
 
+def exposure_warnings(settings: ServeSettings) -> list[str]:
+    """What is risky about where and how the server listens (logged as warnings at start)."""
+    out = []
+    if not is_loopback(settings.host) and not settings.api_keys():
+        out.append(
+            f"listening on {settings.host}, which is not a loopback address, without an API key: anyone who "
+            "can reach this port can use the model; set --api-key-file or ERANK_API_KEY"
+        )
+    if settings.api_key and settings.api_key_file is None:
+        out.append("prefer ERANK_API_KEY or --api-key-file to --api-key: other users can read command lines")
+    return out
+
+
 def run_server(settings: ServeSettings, reranker: Any = None) -> int:
     """Serve until SIGTERM or SIGINT; in-flight requests finish first. Returns 0 after a clean stop."""
-    uvicorn: Any = require("uvicorn", "serve", "the HTTP server")
+    require("uvicorn", "serve", "the HTTP server")
     from erank.serving.app import create_app
+    from erank.serving.server import build_server
 
+    settings.api_keys()  # an unreadable key file is an error before the model loads
+    for message in exposure_warnings(settings):
+        logger.warning(message)
     if reranker is None:
         # Load before listening: a model that cannot load is a clear error and exit status 2,
         # not a server that answers 503 forever.
@@ -144,15 +240,7 @@ def run_server(settings: ServeSettings, reranker: Any = None) -> int:
             batch_tokens=settings.batch_tokens,
         )
     app = create_app(settings, reranker)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
-    )
-    server = uvicorn.Server(config)
+    server = build_server(app)
     main = threading.current_thread() is threading.main_thread()
     # uvicorn re-raises the signal it caught once it has shut down gracefully; with this handler
     # installed beforehand (it is what uvicorn restores) that re-raise is harmless and we exit 0.

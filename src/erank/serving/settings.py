@@ -12,14 +12,16 @@ Command-line options override the environment, which overrides the defaults.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from erank.errors import InputError
 
-__all__ = ["ServeSettings", "ENV_PREFIX"]
+__all__ = ["ServeSettings", "ENV_PREFIX", "is_loopback"]
 
 ENV_PREFIX = "ERANK_"
 
@@ -49,6 +51,27 @@ class ServeSettings:
         retry_after_s: the ``Retry-After`` value sent with a 429.
         instruction: the default task instruction (a name from ``instructions.yaml`` or text).
         log_level: uvicorn's log level.
+        max_instruction_tokens: a request's ``instruction`` is cut to this many tokens, and the
+            response says so (``meta.warnings``, ``/score``'s ``warnings``, TEI's
+            ``X-Erank-Instruction-Truncated`` header). The server's own default is not cut.
+        max_request_tokens: the prompt tokens of one request (all its pairs) at most; beyond,
+            a 413 before any of it reaches the model.
+        max_batch_tokens: prompt tokens per model call at most (``None``: the engine's own
+            forward-pass budget, ``batch_tokens``). A model call is the unit nothing can
+            interrupt: a request behind it waits for one call at most.
+        api_key: a key every request but ``/health`` and ``/ready`` must bring (``Authorization:
+            Bearer KEY``); several keys separated by commas.
+        api_key_file: a file of keys, one a line (``#`` comments and blank lines skipped).
+        allowed_hosts: comma-separated ``Host`` names the server answers (``*``: any). Default:
+            the loopback names when it listens on a loopback address, any otherwise.
+        allow_any_model: accept any ``model`` name in a request (default: only the served
+            model's names, see :attr:`model_aliases`; others get a 404).
+        model_aliases: comma-separated extra names a request's ``model`` may give.
+        body_timeout_s: the whole request body must arrive within this many seconds (408 then).
+        idle_timeout_s: a connection that sends nothing (before its first request, while
+            sending headers, or between requests) for this long is closed.
+        max_connections: open connections at most; one more is answered 503 and closed.
+        docs: serve Swagger UI at ``/docs`` (off by default; its assets come from a CDN).
     """
 
     model: str | None = None
@@ -70,16 +93,41 @@ class ServeSettings:
     retry_after_s: int = 1
     instruction: str | None = None
     log_level: str = "info"
+    max_instruction_tokens: int = 256
+    max_request_tokens: int = 262_144
+    max_batch_tokens: int | None = None
+    api_key: str | None = None
+    api_key_file: str | None = None
+    allowed_hosts: str | None = None
+    allow_any_model: bool = False
+    model_aliases: str | None = None
+    body_timeout_s: float = 10.0
+    idle_timeout_s: float = 5.0
+    max_connections: int = 1024
+    docs: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_documents", "max_tokens_per_doc", "max_body_bytes", "max_queue", "max_batch_pairs"):
+        positive = (
+            "max_documents",
+            "max_tokens_per_doc",
+            "max_body_bytes",
+            "max_queue",
+            "max_batch_pairs",
+            "max_instruction_tokens",
+            "max_request_tokens",
+            "max_connections",
+        )
+        for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens <= 0:
+            raise InputError(f"max_batch_tokens must be a positive integer, got {self.max_batch_tokens!r}")
         if self.max_wait_ms < 0:
             raise InputError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-        if self.request_timeout_s <= 0:
-            raise InputError(f"request_timeout_s must be positive, got {self.request_timeout_s}")
+        for name in ("request_timeout_s", "body_timeout_s", "idle_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.port < 65536:
             raise InputError(f"port must be within 1..65535, got {self.port}")
 
@@ -96,7 +144,50 @@ class ServeSettings:
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings, with API keys masked (safe to log)."""
+        values = dataclasses.asdict(self)
+        if values["api_key"]:
+            values["api_key"] = "***"
+        return values
+
+    def api_keys(self) -> list[str]:
+        """Every accepted key: ``api_key`` (comma-separated) and the lines of ``api_key_file``."""
+        keys = [k.strip() for k in (self.api_key or "").split(",") if k.strip()]
+        if self.api_key_file:
+            path = Path(self.api_key_file).expanduser()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise InputError(f"cannot read the API key file {path}: {exc.strerror or exc}") from None
+            lines = [line.strip() for line in text.splitlines()]
+            keys += [line for line in lines if line and not line.startswith("#")]
+            if not keys:
+                raise InputError(f"the API key file {path} holds no key (one key a line)")
+        return keys
+
+    def host_allow_list(self) -> frozenset[str] | None:
+        """``Host`` names answered (lower case, no port); ``None``: any."""
+        if self.allowed_hosts is not None and self.allowed_hosts.strip():
+            names = {h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()}
+            return None if "*" in names else frozenset(names)
+        if is_loopback(self.host):
+            return frozenset({"localhost", "127.0.0.1", "::1", "[::1]", self.host.lower()})
+        return None
+
+    def model_names(self) -> list[str]:
+        """Extra names a request's ``model`` may give (``model_aliases``)."""
+        return [n.strip() for n in (self.model_aliases or "").split(",") if n.strip()]
+
+
+def is_loopback(host: str) -> bool:
+    """``True`` for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
