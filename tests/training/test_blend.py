@@ -61,3 +61,45 @@ def test_blend_dataset_on_dl20_with_dl21_held_out(shared_data: Path, tmp_path: P
     evals = [json.loads(x) for x in (tmp_path / "d/eval.jsonl").read_text().splitlines()]
     assert len(evals) == 1 and evals[0]["qid"].startswith("dl21/") and len(evals[0]["candidates"]) == 100
     assert sum(stats["label_distribution"].values()) == len(rows)
+
+
+def test_a_collection_of_relevant_only_qrels_gets_its_negatives_from_the_bm25_top(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """Cranfield: qrels list (mostly) relevant documents; with ``unjudged_depth`` the BM25 top N's
+    unjudged documents become grade-0 negatives, and ``drop_judged_zero`` leaves out the
+    collection's grade-0 rows (the questions' source papers)."""
+    from erank.training.data import build_dataset
+
+    cfg = DataConfig.model_validate(
+        {
+            "output_dir": str(tmp_path / "d"),
+            "labels": "blend",
+            "sources": [
+                {
+                    "name": "cranfield",
+                    "format": "beir",
+                    "path": str(shared_data / "cranfield"),
+                    "max_queries": 6,
+                    "depth": 10,
+                    "unjudged_depth": 10,
+                    "drop_judged_zero": True,
+                }
+            ],
+        }
+    )
+    build_dataset(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "d/train.jsonl").read_text().splitlines()]
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (shared_data / "cranfield/qrels/test.tsv").read_text().splitlines()[1:]:
+        q, d, g = line.split("\t")
+        qrels.setdefault(q, {})[d] = int(g)
+    per_q: dict[str, list[dict]] = {}
+    for r in rows:
+        per_q.setdefault(r["qid"], []).append(r)
+    assert per_q and all(len(v) <= 10 for v in per_q.values())
+    negatives = [r for r in rows if r["grade"] == 0]
+    assert negatives and all(r["target"] <= 2.0 for r in negatives)  # band 0 of grades 0-4
+    for r in negatives:  # unjudged, never a judged grade-0 source paper
+        assert r["docid"] not in qrels[r["qid"].split("/", 1)[1]]
+    assert any(r["grade"] > 0 for r in rows)

@@ -182,3 +182,46 @@ def test_pointwise_rl_moves_the_policy_and_the_clip_acts(
     run_pointwise_rl(cfg("cut"))
     c = _lora(tmp_path / "cut/adapter")
     assert all(torch.allclose(after[k], c[k], atol=1e-6) for k in after)
+
+
+def test_cached_lower_layers_score_exactly_like_the_full_forward(tiny_qwen3_dir: Path) -> None:
+    """``lora.top_layers``: the frozen lower layers' output is cached per prompt; the scores from
+    the cache equal the full forward pass's (so training on it trains what inference runs)."""
+    from erank.training.pointwise import _Model
+
+    m = _Model(str(tiny_qwen3_dir), LoraConfig(r=4, alpha=8, top_layers=1), None, bf16=False)
+    n_layers = m.model.get_base_model().config.num_hidden_layers
+    assert m.split == n_layers - 1
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in m.trainable():  # a non-zero adapter, so the upper layers' LoRA matters
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    rows = [{"ids": [5 + (i * 7 + j) % 90 for j in range(4 + 3 * i)]} for i in range(5)]
+    m.cache_lower(rows, micro=2)
+    assert all(r["h"].shape[0] == len(r["ids"]) + len(m.ext) for r in rows)
+    cached = m.forward(rows, micro=3)
+    split, m.split = m.split, 0
+    full = m.forward(rows, micro=3)
+    m.split = split
+    assert torch.allclose(cached, full, atol=1e-4), (cached - full).abs().max()
+    # and the adapter really is confined to the top layer
+    names = [n for n, p in m.model.named_parameters() if p.requires_grad]
+    assert names and all(f"layers.{n_layers - 1}." in n for n in names)
+
+
+def test_pointwise_sft_on_top_layers_learns_and_resumes(
+    tiny_qwen3_dir: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    from erank.training.pointwise import run_pointwise_sft
+
+    def cfg(out: str) -> SFTConfig:
+        c = _sft_cfg(tiny_qwen3_dir, toy_data, tmp_path / out, 8)
+        return c.model_copy(update={"lora": LoraConfig(r=4, alpha=8, top_layers=1)})
+
+    run_pointwise_sft(cfg("full"))
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
+    run_pointwise_sft(cfg("cut"), stop_after=4)
+    run_pointwise_sft(cfg("cut"))
+    a, b = _lora(tmp_path / "full/adapter"), _lora(tmp_path / "cut/adapter")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -124,9 +124,15 @@ def build_blend_dataset(cfg: DataConfig) -> dict[str, Any]:
             evals.extend(eval_row(src.name, coll, qid, cfg.eval_candidates) for qid in qids)
             continue
         for qid in qids:
-            judged = coll.qrels.get(qid, {})
+            judged = dict(coll.qrels.get(qid, {}))
             pool = [d for d, _ in coll.candidates.get(qid, [])] + pools.get(qid, [])
             docids = list(dict.fromkeys(pool))  # first-seen order, no duplicates
+            if src.drop_judged_zero:  # left out entirely, never turned into unjudged negatives
+                docids = [d for d in docids if judged.get(d, 1) > 0]
+                judged = {d: g for d, g in judged.items() if g > 0}
+            if src.unjudged_depth:
+                docids = docids[: src.unjudged_depth]
+                judged.update({d: 0 for d in docids if d not in judged})
             stats["unjudged_left_out"] += sum(1 for d in docids if d not in judged)
             docids = [d for d in docids if d in judged and d in coll.docs and coll.docs[d].strip()]
             if not any(judged[d] >= cfg.positive_min_grade for d in docids):

@@ -78,6 +78,18 @@ class SourceConfig(_Strict):
     max_queries: int | None = Field(None, ge=1)
     depth: int = Field(1000, ge=1, description="first-stage depth (BM25 top-k for beir)")
     max_grade: int | None = Field(None, ge=1, description="default: the largest grade in the qrels")
+    unjudged_depth: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "labels: blend: the first stage's top N also gives negatives: its unjudged documents "
+            "are grade 0 (collections whose qrels list only relevant documents); only the top N is kept"
+        ),
+    )
+    drop_judged_zero: bool = Field(
+        False,
+        description="labels: blend: leave out explicit grade-0 judgements (Cranfield's are the source papers)",
+    )
     pools: list[Path] = Field(
         default_factory=list,
         description="labels: blend: more first-stage runs (rank_llm JSON, relative to path) pooled as candidates",
@@ -159,6 +171,15 @@ class LoraConfig(_Strict):
     alpha: int = Field(64, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: str | list[str] = "all-linear"
+    top_layers: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "LoRA on the top N decoder layers only (PEFT layers_to_transform); the layers below stay "
+            "the base model's, so the pointwise trainer computes their output once per pair and "
+            "caches it (training then costs the top N layers only)"
+        ),
+    )
 
 
 class EvalConfig(_Strict):
@@ -183,6 +204,10 @@ class SFTConfig(_Strict):
     listwise_weight: float = Field(1.0, ge=0, description="pointwise: weight of the listwise KL term")
     listwise_temperature: float = Field(1.0, gt=0, description="pointwise: temperature of the listwise term")
     sampling: Literal["random", "cycle"] = Field("random", description="pointwise: query order")
+    source_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="pointwise, sampling random: a query's weight by its source (default 1)",
+    )
     schedule_steps: int | None = Field(
         None, ge=1, description="pointwise: length of the LR schedule (default: the run's steps)"
     )
@@ -260,6 +285,10 @@ class RLConfig(_Strict):
     output_dir: Path
     rollouts: int = Field(5, ge=2, description="G rollouts per prompt")
     max_queries: int | None = Field(None, ge=1, description="use only the first n queries of the data")
+    source_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="pointwise: sample each step's query with this weight by source (default: cycle in order)",
+    )
     queries_per_batch: int = Field(1, ge=1, description="whole queries per optimisation step")
     learning_rate: float = Field(1e-6, gt=0)
     clip: float = Field(0.2, gt=0)

@@ -162,14 +162,35 @@ class _Model:
         else:
             if lora is None:
                 raise InputError("trainer: pointwise trains a LoRA adapter; give a 'lora' section")
+            n_layers = int(base.config.num_hidden_layers)
+            top = None
+            if lora.top_layers is not None:
+                if lora.top_layers > n_layers:
+                    raise InputError(f"lora.top_layers {lora.top_layers} > the model's {n_layers} layers")
+                top = list(range(n_layers - lora.top_layers, n_layers))
+            targets = lora.target_modules
+            if top is not None and isinstance(targets, str):
+                if targets != "all-linear":
+                    raise InputError(
+                        "lora.top_layers needs target_modules as a list of names or 'all-linear'"
+                    )
+                # PEFT takes layers_to_transform only with explicit names: every linear of a block
+                block = base.model.layers[0]
+                targets = sorted(
+                    {n.rsplit(".", 1)[-1] for n, x in block.named_modules() if isinstance(x, torch.nn.Linear)}
+                )
             cfg = LoraConfig(
                 r=lora.r,
                 lora_alpha=lora.alpha,
                 lora_dropout=lora.dropout,
-                target_modules=lora.target_modules,
+                target_modules=targets,
+                layers_to_transform=top,
                 task_type="CAUSAL_LM",
             )
             self.model = get_peft_model(base, cfg)
+        layers = getattr(self.model.peft_config["default"], "layers_to_transform", None)
+        # Layers below the lowest adapted one are the base model's: their output is cached per pair.
+        self.split = min(layers) if layers else 0
         self.autocast = cpu_has_bf16() if bf16 is None else bool(bf16)
         self.st = ScoreTokens.from_tokenizer(HFTokenizer(tok).encode, 10)
         self.ext = [self.st.branch] if self.st.branch is not None else []
@@ -179,30 +200,84 @@ class _Model:
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def forward(self, prompts: list[list[int]], micro: int) -> torch.Tensor:
-        """Log P of the 12 outcomes ``[len(prompts), 12]``: scores 0..10, then "anything else"
-        (grad enabled by the caller)."""
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, width - len(s) :] = torch.tensor(s)
+            mask[r, width - len(s) :] = 1
+        return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def _decoder(self) -> Any:
+        """The decoder stack (``.layers``) under the PEFT and causal-LM wrappers."""
+        return self.model.get_base_model().model
+
+    def cache_lower(self, rows: list[dict[str, Any]], micro: int) -> None:
+        """Store in each row (``"h"``) the output of the frozen layers below :attr:`split` for its
+        prompt (float32, unpadded): computed once, reused by every step."""
+        dec = self._decoder()
+        layers = dec.layers
+        got: dict[str, torch.Tensor] = {}
+
+        def hook(_mod: Any, _inp: Any, out: Any) -> None:
+            got["h"] = out[0] if isinstance(out, tuple) else out
+
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["ids"]))
+        dec.layers = torch.nn.ModuleList(list(layers)[: self.split])
+        handle = dec.layers[-1].register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                for k in range(0, len(order), micro):
+                    idx = order[k : k + micro]
+                    seqs = [rows[i]["ids"] + self.ext for i in idx]
+                    ids, mask, pos = self._left_pad(seqs)
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                        dec(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+                    h = got["h"].float()
+                    for r, i in enumerate(idx):
+                        rows[i]["h"] = h[r, h.shape[1] - len(seqs[r]) :].clone()
+        finally:
+            handle.remove()
+            dec.layers = layers
+
+    def forward(self, rows: list[dict[str, Any]], micro: int) -> torch.Tensor:
+        """Log P of the 12 outcomes ``[len(rows), 12]`` (scores 0..10, then "anything else") for
+        the rows' prompts (``"ids"``), from the cached lower-layer output (``"h"``) where the
+        model has a frozen lower part. Grad enabled by the caller."""
+        if self.split:
+            missing = [r for r in rows if "h" not in r]
+            if missing:  # cached on first use: later steps that see the row again skip the lower layers
+                self.cache_lower(missing, micro)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["ids"]))
         parts: dict[int, torch.Tensor] = {}
         keep = len(self.ext) + 1
-        for k in range(0, len(order), micro):
-            idx = order[k : k + micro]
-            seqs = [prompts[i] + self.ext for i in idx]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for r, s in enumerate(seqs):
-                ids[r, width - len(s) :] = torch.tensor(s)
-                mask[r, width - len(s) :] = 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
-                out = self.model(
-                    input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, use_cache=False
-                )
-            lp = score_logprobs_batch(self.st, out.logits)
-            for r, i in enumerate(idx):
-                parts[i] = lp[r]
-        return torch.stack([parts[i] for i in range(len(prompts))])
+        dec = self._decoder()
+        layers = dec.layers
+        if self.split:
+            dec.layers = torch.nn.ModuleList(list(layers)[self.split :])
+        try:
+            for k in range(0, len(order), micro):
+                idx = order[k : k + micro]
+                seqs = [rows[i]["ids"] + self.ext for i in idx]
+                ids, mask, pos = self._left_pad(seqs)
+                kw: dict[str, Any] = {"input_ids": ids}
+                if self.split:
+                    hs = [rows[i]["h"] for i in idx]
+                    emb = torch.zeros((len(hs), ids.shape[1], hs[0].shape[-1]), dtype=hs[0].dtype)
+                    for r, h in enumerate(hs):
+                        emb[r, ids.shape[1] - h.shape[0] :] = h
+                    kw = {"inputs_embeds": emb}
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                    out = self.model(
+                        **kw, attention_mask=mask, position_ids=pos, logits_to_keep=keep, use_cache=False
+                    )
+                lp = score_logprobs_batch(self.st, out.logits)
+                for r, i in enumerate(idx):
+                    parts[i] = lp[r]
+        finally:
+            dec.layers = layers
+        return torch.stack([parts[i] for i in range(len(rows))])
 
     def lora_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
@@ -373,6 +448,10 @@ def run_pointwise_sft(
     if not qids:
         raise InputError("no query has two or more training documents")
     pairs = sum(len(groups[q]) for q in qids)
+    easy_pool: dict[str, list[dict[str, Any]]] = {}
+    if m.split and len(qids) > 1:
+        easy_pool = _fixed_easy_pool(groups, qids, cfg.easy_negatives * 3, m, random.Random(cfg.seed))
+    weights = [cfg.source_weights.get(q.split("/", 1)[0], 1.0) for q in qids]
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * pairs / cfg.docs_per_step))
     opt = torch.optim.AdamW(m.trainable(), lr=cfg.learning_rate, weight_decay=0.0)
     span = cfg.schedule_steps or total
@@ -387,12 +466,14 @@ def run_pointwise_sft(
     window: list[float] = []
     while step < total:
         rng = random.Random(cfg.seed * 1_000_003 + step)
-        q = qids[rng.randrange(len(qids))] if cfg.sampling == "random" else qids[step % len(qids)]
+        q = rng.choices(qids, weights)[0] if cfg.sampling == "random" else qids[step % len(qids)]
         n_easy = min(cfg.easy_negatives, cfg.docs_per_step - 2) if len(qids) > 1 else 0
-        batch = _stratified(groups[q], cfg.docs_per_step - n_easy, rng) + _easy_negatives(
-            groups, qids, q, n_easy, m, rng
-        )
-        raw = m.forward([r["ids"] for r in batch], cfg.per_device_batch_size)
+        if easy_pool:
+            easy = rng.sample(easy_pool[q], min(n_easy, len(easy_pool[q])))
+        else:
+            easy = _easy_negatives(groups, qids, q, n_easy, m, rng)
+        batch = _stratified(groups[q], cfg.docs_per_step - n_easy, rng) + easy
+        raw = m.forward(batch, cfg.per_device_batch_size)
         targets = torch.tensor([float(r["target"]) for r in batch])
         loss, parts = sft_loss(raw, targets, cfg.listwise_weight, cfg.listwise_temperature)
         opt.zero_grad(set_to_none=True)
@@ -473,9 +554,12 @@ def run_pointwise_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | No
     G = cfg.rollouts
     while step < total:
         rng = random.Random(cfg.seed * 1_000_003 + step)
-        q = usable[step % len(usable)]
+        if cfg.source_weights:
+            q = rng.choices(usable, [cfg.source_weights.get(u.split("/", 1)[0], 1.0) for u in usable])[0]
+        else:
+            q = usable[step % len(usable)]
         batch = _pick_group(groups[q], cfg.docs_per_query, cfg.positive_target, rng)
-        prompts = [r["ids"] for r in batch]
+        prompts = batch
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
         m.model.eval()
         with torch.no_grad():
@@ -536,6 +620,18 @@ def run_pointwise_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | No
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
+
+
+def _fixed_easy_pool(
+    groups: dict[str, list[dict[str, Any]]],
+    qids: list[str],
+    n: int,
+    m: _Model,
+    rng: random.Random,
+) -> dict[str, list[dict[str, Any]]]:
+    """A fixed set of ``n`` easy negatives per query (drawn once, so their lower layers can be
+    cached): :func:`_easy_negatives` for every query."""
+    return {q: _easy_negatives(groups, qids, q, n, m, rng) for q in qids}
 
 
 def _easy_negatives(
