@@ -85,6 +85,16 @@ class Reranker:
     def mode(self) -> str:
         return self.method.mode
 
+    @property
+    def pointwise(self) -> bool:
+        """True when each document's score is independent of the others (``Method.pointwise``)."""
+        return self.method.pointwise
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the scores: model, engine, method, mode and the method's arguments
+        (:meth:`erank.methods.Method.identity`); the key of the evaluation score cache."""
+        return self.method.identity()
+
     def score(
         self,
         query: str,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from erank.errors import InputError
 
-__all__ = ["Document", "DocumentScore", "RerankResult", "Usage", "to_documents"]
+__all__ = ["Document", "DocumentScore", "RerankResult", "Scorer", "Usage", "to_documents"]
 
 
 @dataclass
@@ -119,6 +119,36 @@ class RerankResult:
                 d["expected_score"] = sc.expected_score
             out.append(d)
         return out
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What every consumer of a reranker relies on (evaluation, batch, integrations).
+
+    :class:`erank.Reranker` implements it, and so does the first stage
+    (:class:`erank.retrieval.FirstStageReranker`), so an experiment treats both alike.
+    """
+
+    def score(
+        self,
+        query: str,
+        docs: Sequence[Any],
+        instruction: str | None = None,
+        truncate_length: int | None = 2048,
+    ) -> RerankResult:
+        """Score ``docs`` for ``query``: one score per document, in input order, and the ranking."""
+        ...
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the scores (model, method, every argument): equal identities, equal
+        scores. The key of the evaluation score cache."""
+        ...
+
+    @property
+    def pointwise(self) -> bool:
+        """True when a document's score does not depend on the other documents, so the results
+        of separate calls can be merged (cached per document, scored in chunks)."""
+        ...
 
 
 def ranking_from_scores(scores: Sequence[float]) -> list[int]:

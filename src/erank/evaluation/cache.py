@@ -16,36 +16,43 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from erank.types import Scorer
+
 __all__ = ["ScoreCache", "reranker_identity"]
 
+logger = logging.getLogger(__name__)
 
-def reranker_identity(reranker: Any) -> dict[str, Any]:
-    """What about a reranker determines its scores: model, method, mode, template, settings.
 
-    Uses ``reranker.cache_identity()`` when the object defines it; otherwise reads the attributes
-    that :class:`erank.Reranker` and its methods have.
+def reranker_identity(reranker: Scorer) -> dict[str, Any]:
+    """What about a reranker determines its scores: model, engine, method, mode, every argument.
+
+    Uses ``reranker.identity()`` (:meth:`erank.Reranker.identity`, built from the constructor
+    arguments of its method), or ``reranker.cache_identity()``, or the identity of its ``method``.
+    Any other object is known by its class and name only, so two configurations of it would share
+    cached scores: give such a scorer an ``identity()`` method.
     """
-    if hasattr(reranker, "cache_identity"):
-        return dict(reranker.cache_identity())
+    for attr in ("identity", "cache_identity"):
+        fn = getattr(reranker, attr, None)
+        if callable(fn):
+            return dict(fn())
+    method = getattr(reranker, "method", None)
+    if method is not None and callable(getattr(method, "identity", None)):
+        return {"class": type(reranker).__name__, **method.identity()}
+    logger.warning(
+        "%s has no identity(); cached scores are keyed by its class and name only",
+        type(reranker).__name__,
+    )
     ident: dict[str, Any] = {"class": type(reranker).__name__}
     for attr in ("model_name", "mode", "name"):
         v = getattr(reranker, attr, None)
         if isinstance(v, (str, int, float)):
             ident[attr] = v
-    method = getattr(reranker, "method", None)
-    if method is not None:
-        ident["method"] = getattr(method, "name", type(method).__name__)
-        for attr in ("scale", "max_new_tokens", "window_size", "stride", "template", "prompt"):
-            v = getattr(method, attr, None)
-            if isinstance(v, (str, int, float)):
-                ident[attr] = (
-                    hashlib.sha256(v.encode()).hexdigest()[:16] if isinstance(v, str) and len(v) > 64 else v
-                )
     return ident
 
 

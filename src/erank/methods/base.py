@@ -7,9 +7,12 @@ torch or an HTTP client directly.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from erank.engines.base import Engine
@@ -63,14 +66,62 @@ class Truncator:
         return self.tok.decode(ids[:n]), True
 
 
+def _plain(value: Any) -> Any:
+    """A JSON-friendly, short form of a constructor argument (long texts as a hash)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= 64 else "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    return _plain(repr(value))
+
+
+def _recording(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a method's ``__init__`` so the instance remembers the arguments it was built with.
+
+    Every constructor in the class chain records its bound arguments (defaults applied, ``**kwargs``
+    flattened); a parent's record of a forwarded argument replaces the child's, so the record holds
+    the values the method actually uses.
+    """
+    sig = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self: Method, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = sig.bind(self, *args, **kwargs)
+        except TypeError:
+            init(self, *args, **kwargs)  # let the constructor raise its own error
+            return
+        bound.apply_defaults()
+        record: dict[str, Any] = self.__dict__.setdefault("_arguments", {})
+        for name, value in list(bound.arguments.items())[2:]:  # self, engine
+            kind = sig.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                record.update(value)
+            elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                record[name] = value
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Method(ABC):
     """A ranking paradigm (ERank pointwise, yes/no, listwise, pairwise, setwise...)."""
 
     name: str = "method"
     default_instruction: str = "beir"
     #: True when every document is scored independently of the others (results of separate
-    #: calls can be merged); False for listwise, pairwise and setwise methods.
+    #: calls can be merged); False for listwise, pairwise, setwise and groupwise methods.
     pointwise: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            cls.__init__ = _recording(init)  # type: ignore[method-assign]
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -82,6 +133,26 @@ class Method(ABC):
     @property
     def mode(self) -> str:
         return ""
+
+    def identity(self) -> dict[str, Any]:
+        """What determines this method's scores, for caches and reports: the model and engine,
+        the method, its mode, every constructor argument (defaults included) and a hash of the
+        prompt template it resolved. Two methods with equal identities give equal scores; two
+        configurations that differ in any argument (``window``, ``top_k``, ``answer_prefix``...)
+        never share one.
+        """
+        ident: dict[str, Any] = {
+            "model": self.engine.model_name,
+            "engine": self.engine.name,
+            "method": self.name,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "mode": self.mode,
+            "arguments": _plain(getattr(self, "_arguments", {})),
+        }
+        template = getattr(self, "template", None)
+        if isinstance(template, str):
+            ident["prompt"] = hashlib.sha256(template.encode()).hexdigest()[:16]
+        return ident
 
     def rerank(
         self,

@@ -58,11 +58,17 @@ class FirstStageReranker:
     """
 
     method = None
+    #: Each document keeps its own first-stage score.
+    pointwise = True
 
     def __init__(self, name: str = "first-stage") -> None:
         self.name = name
         self.model_name = name
         self.mode = ""
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the scores: the first stage's name (the scores are the documents')."""
+        return {"class": "FirstStageReranker", "name": self.name}
 
     def score(
         self,
