@@ -52,7 +52,7 @@ def test_shards_are_stable_and_spread() -> None:
 def test_trec_scores_strictly_decreasing_and_order() -> None:
     s = strictly_decreasing([0.5, 0.5, 0.5, 0.2, 0.2, 0.1])
     assert all(a > b for a, b in zip(s, s[1:], strict=False))
-    assert s[0] == 0.5 and s[3] == 0.2 and s[2] == pytest.approx(0.5)
+    assert s[0] == 0.5 and s[3] == 0.2 and s[2] == pytest.approx(0.5, rel=1e-5)  # a small nudge
     assert float(repr(s[1])) == s[1]  # survives the text round trip
     keys = sorted(
         [

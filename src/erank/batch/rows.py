@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from erank.datasets.formats import strictly_decreasing  # the one home; re-exported for batch callers
 
 __all__ = [
     "REQUIRED_FIELDS",
@@ -122,22 +124,6 @@ def order_key(score: float, first_stage_score: float | None, docid: str) -> tupl
     s = -math.inf if math.isnan(score) else score
     f = -math.inf if first_stage_score is None else first_stage_score
     return (-s, -f, docid)
-
-
-def strictly_decreasing(scores: Sequence[float]) -> list[float]:
-    """Make already-sorted (non-increasing) scores strictly decreasing with the smallest nudges.
-
-    A tie becomes the next representable float below its predecessor, so ``trec_eval`` (which
-    re-sorts by score and breaks ties by docid) keeps erank's order. Written with ``repr`` these
-    values survive a text round trip exactly.
-    """
-    out: list[float] = []
-    for s in scores:
-        v = -math.inf if math.isnan(s) else float(s)
-        if out and v >= out[-1]:
-            v = math.nextafter(out[-1], -math.inf)
-        out.append(v)
-    return out
 
 
 def qid_sort_key(qid: str) -> tuple[int, int, str]:

@@ -335,20 +335,27 @@ def read_run(path: str | Path) -> Run:
     return run
 
 
+#: Where non-finite scores are put before the gaps are applied: far outside any model's range,
+#: with room below for ~10^7 nudged scores before float32 overflows.
+_SCORE_LIMIT = 1e30
+
+
 def strictly_decreasing(scores: Sequence[float]) -> list[float]:
     """Scores in rank order made strictly decreasing, changing only those that tie or come too close.
 
     trec_eval (and pytrec_eval) compare scores in single precision and break ties by docid, so two
     scores closer than float32 can tell apart would be re-ordered. Every score is kept at least a
-    relative 1e-6 (about 8 float32 steps) below the previous one; the given order is then the order
-    every tool evaluates.
+    relative 1e-6 (about 8 float32 steps; absolute 1e-12 near zero) below the previous one, so the
+    given order is the order every tool evaluates, read as float32 or float64. NaN counts as the
+    lowest score; infinities become +-1e30 (a run file has no tie-free way to write them). The
+    one home of this rule: evaluation, :func:`write_run` and batch run files all use it.
 
     >>> strictly_decreasing([3.0, 3.0, 1.0])
     [3.0, 2.999997, 1.0]
     """
     out: list[float] = []
     for s in scores:
-        s = float(s)
+        s = -_SCORE_LIMIT if math.isnan(s) else min(max(float(s), -_SCORE_LIMIT), _SCORE_LIMIT)
         if out:
             prev = out[-1]
             step = max(abs(prev) * 1e-6, 1e-12)

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from erank.datasets.formats import write_run
+from erank.datasets.types import Candidate
 from erank.engines import Engine, create_engine
 from erank.errors import DataFormatError, InputError, require
 from erank.methods import METHODS, check_method_kwargs, create_method
@@ -215,10 +217,11 @@ def run_comparison(
             row["seconds_per_query"],
         )
         if out:
-            with open(out / f"{label}.run", "w", encoding="utf-8") as fh:
-                for qid, docs in run.items():
-                    for r, (docid, score) in enumerate(sorted(docs.items(), key=lambda kv: -kv[1]), 1):
-                        fh.write(f"{qid} Q0 {docid} {r} {score} erank-{label}\n")
+            ranked = {
+                qid: [Candidate(d, s) for d, s in sorted(docs.items(), key=lambda kv: -kv[1])]
+                for qid, docs in run.items()
+            }
+            write_run(ranked, out / f"{label}.run", tag=f"erank-{label}")
             (out / "rows.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
             (out / "table.md").write_text(format_table(rows, model=eng.model_name), encoding="utf-8")
     return rows
