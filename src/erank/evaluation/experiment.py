@@ -36,7 +36,7 @@ from erank.progress import progress_bar
 from erank.prompts import resolve_instruction
 from erank.retrieval.first_stage import FirstStageReranker, first_stage_run
 from erank.scoring import hybrid_scores
-from erank.types import ranking_from_scores
+from erank.types import Scorer, ranking_from_scores
 
 __all__ = [
     "Experiment",
@@ -45,25 +45,12 @@ __all__ = [
     "evaluate_reranker",
     "rerank_run",
     "hybrid_run",
-    "POINTWISE_METHODS",
     "first_queries",
     "DEFAULT_SWEEP",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Methods whose score of a document does not depend on the other documents: cached per document
-#: and scored in chunks (a killed run loses at most one chunk). Others are cached per query.
-POINTWISE_METHODS = {
-    "erank",
-    "erank-0-3",
-    "yesno",
-    "rank1",
-    "monot5",
-    "pointwise",
-    "first-stage",
-    "qwen3-reranker",
-}
 DEFAULT_SWEEP = tuple(round(0.1 * i, 1) for i in range(11))
 
 
@@ -185,21 +172,25 @@ def first_queries(qids: Sequence[str], n: int | None) -> list[str]:
     return ordered if n is None else ordered[:n]
 
 
-def _is_pointwise(reranker: Any) -> bool:
-    if isinstance(reranker, FirstStageReranker):
-        return True
+def _is_pointwise(reranker: Scorer) -> bool:
+    """Whether a document's score is independent of the others: then scores are cached per
+    document and computed in chunks (a killed run loses at most one chunk); otherwise per query.
+
+    Decided by the scorer's ``pointwise`` (:attr:`erank.Reranker.pointwise`, which is
+    :attr:`erank.methods.Method.pointwise`); a scorer that does not say is treated as listwise.
+    """
     flag = getattr(reranker, "pointwise", None)
     if isinstance(flag, bool):
         return flag
     method = getattr(reranker, "method", None)
-    name = getattr(method, "name", None) if method is not None else None
-    return isinstance(name, str) and name in POINTWISE_METHODS
+    flag = getattr(method, "pointwise", None)
+    return flag if isinstance(flag, bool) else False
 
 
 def rerank_run(
     collection: Collection,
     candidates: Mapping[str, Sequence[Candidate]],
-    reranker: Any,
+    reranker: Scorer,
     *,
     qids: Sequence[str] | None = None,
     top_k: int = 100,
@@ -212,8 +203,9 @@ def rerank_run(
 ) -> tuple[Run, dict[str, float], int]:
     """Rerank the top ``top_k`` candidates of every query with ``reranker``.
 
-    ``reranker`` is anything with ``score(query, docs, instruction, truncate_length) -> RerankResult``
-    (an :class:`erank.Reranker`, any method, or :class:`~erank.retrieval.FirstStageReranker`).
+    ``reranker`` is a :class:`~erank.types.Scorer` (an :class:`erank.Reranker` or
+    :class:`~erank.retrieval.FirstStageReranker`): its ``identity()`` keys the cache and its
+    ``pointwise`` decides whether scores are cached per document or per query.
     Returns ``(run, latency, unparsed)``; ``latency`` has ``seconds_per_query``, ``pairs_per_second``,
     ``pairs``, ``computed_pairs``, ``cached_pairs``, ``seconds`` (model time, cached pairs included at
     the time they took when computed) and ``wall_seconds`` (this call).
@@ -333,7 +325,7 @@ class Experiment:
     def __init__(
         self,
         collection: Collection,
-        rerankers: Mapping[str, Any] | Sequence[Any],
+        rerankers: Mapping[str, Scorer] | Sequence[Scorer],
         *,
         first_stage: str | os.PathLike[str] | Mapping[str, Sequence[Candidate]] = "bm25",
         first_stage_name: str | None = None,
@@ -359,7 +351,7 @@ class Experiment:
                 raise InputError(f"alpha must be between 0 and 1, got {a}")
         self.collection = collection
         if isinstance(rerankers, Mapping):
-            self.rerankers = dict(rerankers)
+            self.rerankers: dict[str, Scorer] = dict(rerankers)
         else:
             self.rerankers = {}
             for r in rerankers:
@@ -520,7 +512,7 @@ class Experiment:
 
 def evaluate_reranker(
     collection: Collection,
-    reranker: Any,
+    reranker: Scorer,
     *,
     first_stage: str | os.PathLike[str] | Mapping[str, Sequence[Candidate]] = "bm25",
     top_k: int = 100,
@@ -533,8 +525,9 @@ def evaluate_reranker(
 ) -> SystemResult:
     """Rerank ``collection``'s candidates with one reranker; return its run, metrics and latency.
 
-    The function another benchmark calls: the reranker is anything with
-    ``score(query, docs, instruction, truncate_length) -> RerankResult``.
+    The function another benchmark calls: the reranker is a :class:`~erank.types.Scorer`,
+    ``score(query, docs, instruction, truncate_length) -> RerankResult`` with ``identity()`` and
+    ``pointwise``.
 
     >>> from erank import Reranker                                          # doctest: +SKIP
     >>> from erank.datasets import load_collection                          # doctest: +SKIP

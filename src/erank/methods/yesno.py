@@ -58,6 +58,7 @@ class YesNoMethod(Method):
     """
 
     name = "yesno"
+    pointwise = True
 
     def __init__(self, engine: Engine, *, template: str | None = None, answer_prefix: str = "") -> None:
         super().__init__(engine)
@@ -103,6 +104,7 @@ class Rank1Method(Method):
     """
 
     name = "rank1"
+    pointwise = True
 
     def __init__(self, engine: Engine, *, max_new_tokens: int = 1024, template: str | None = None) -> None:
         super().__init__(engine)
