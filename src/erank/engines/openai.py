@@ -124,7 +124,7 @@ class _LocalTokenizer:
     def __init__(self, path: str) -> None:
         from transformers import AutoTokenizer
 
-        from erank.engines.transformers import HFTokenizer
+        from erank.engines.tokenizers import HFTokenizer
 
         try:
             self._tok = HFTokenizer(AutoTokenizer.from_pretrained(path))

@@ -36,38 +36,13 @@ from erank.engines.base import (
     LogprobRequest,
     LogprobResult,
 )
+from erank.engines.tokenizers import HFTokenizer  # re-exported: erank.engines.transformers.HFTokenizer
 from erank.errors import InputError, ModelLoadError
 from erank.models import ModelSpec, base_folder, merge_lora, resolve_model
 
 __all__ = ["TransformersEngine", "HFTokenizer"]
 
 logger = logging.getLogger(__name__)
-
-
-class HFTokenizer:
-    """A transformers tokenizer behind erank's :class:`~erank.engines.base.Tokenizer` protocol."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.hf = tokenizer
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.hf(text, add_special_tokens=False)["input_ids"])
-
-    def encode_prompt(self, text: str) -> list[int]:
-        return list(self.hf(text, add_special_tokens=False)["input_ids"])
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return str(self.hf.decode(list(ids), skip_special_tokens=True))
-
-    def chat_prompt(self, user: str) -> str:
-        if getattr(self.hf, "chat_template", None):
-            return str(
-                self.hf.apply_chat_template(
-                    [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-                )
-            )
-        logger.warning("the tokenizer has no chat template; using the prompt as plain text")
-        return user
 
 
 def cpu_has_bf16() -> bool:

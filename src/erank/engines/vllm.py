@@ -32,7 +32,7 @@ from erank.engines.base import (
     LogprobRequest,
     LogprobResult,
 )
-from erank.engines.transformers import HFTokenizer
+from erank.engines.tokenizers import HFTokenizer
 from erank.errors import InputError, require
 from erank.models import resolve_model
 
