@@ -35,8 +35,9 @@ class MissingExtraError(ERankError, ImportError):
         extra = self.ALIASES.get(extra, extra)
         what = f" for {purpose}" if purpose else ""
         super().__init__(
-            f"the optional package '{package}' is needed{what}; install the extra '{extra}': in the erank "
-            f"checkout, .venv/bin/pip install -c constraints.txt -e '.[{extra}]' (or bash scripts/install.sh --all)"
+            f"the optional package '{package}' is needed{what}; install the extra '{extra}': "
+            f"pip install 'erank[{extra}]' (in an erank checkout: .venv/bin/pip install -c constraints.txt "
+            f"-e '.[{extra}]', or bash scripts/install.sh --all)"
         )
         self.package = package
         self.extra = extra
