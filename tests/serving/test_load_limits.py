@@ -132,7 +132,10 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny_qwen3_dir: Path, t
     port = free_port()
     env = dict(os.environ, ERANK_MAX_DOCUMENTS="100", ERANK_LOG_LEVEL="warning", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "erank.cli", "serve", "--model", str(tiny_qwen3_dir), "--mode", "direct"]
+    # a token budget per model call large enough that the four requests below fit one batch, so
+    # nothing is dispatched before the 2 s window ends (a full batch is dispatched at once)
     cmd += ["--port", str(port), "--max-wait-ms", "2000", "--max-batch-pairs", "10000"]
+    cmd += ["--max-batch-tokens", "1000000"]
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
