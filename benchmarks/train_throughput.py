@@ -81,7 +81,8 @@ def main() -> None:
             sft_step()
         dt = (time.perf_counter() - t) / args.steps
         # forward + backward (2 x forward) of the layers that run: all, or (cached) the top ones
-        flops = 3 * ((top or 30) / 30) * 2 * params * tokens
+        n_layers = m.model.get_base_model().config.num_hidden_layers
+        flops = 3 * ((top or n_layers) / n_layers) * 2 * params * tokens
         result[f"sft_{label}_pairs_per_s"] = len(docs) / dt
         result[f"sft_{label}_gflops"] = flops / dt / 1e9
         if bf16 and not top:

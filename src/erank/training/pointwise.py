@@ -201,13 +201,9 @@ class _Model:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, width - len(s) :] = torch.tensor(s)
-            mask[r, width - len(s) :] = 1
-        return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+        from erank.training.rl import left_pad
+
+        return left_pad(seqs, self.pad)
 
     def _decoder(self) -> Any:
         """The decoder stack (``.layers``) under the PEFT and causal-LM wrappers."""

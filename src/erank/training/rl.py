@@ -112,6 +112,18 @@ class GRPOStepStats(dict):  # type: ignore[type-arg]
     """What one optimisation step logs (reward, KL, clip fraction, unparsable share...)."""
 
 
+def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ``input_ids``, ``attention_mask`` and ``position_ids`` (0 at each row's first
+    real token) for a batch of token sequences: the one padding rule of the trainers."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, width - len(s) :] = torch.tensor(s)
+        mask[r, width - len(s) :] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 class _Policy:
     """The model, its reference, the score tokens and batched forward passes."""
 
@@ -156,13 +168,7 @@ class _Policy:
     def _forward(self, net: Any, prompts: list[list[int]]) -> torch.Tensor:
         branch = self.st.branch
         seqs = [p + ([branch] if branch is not None else []) for p in prompts]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, width - len(s) :] = torch.tensor(s)
-            mask[r, width - len(s) :] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, pos = left_pad(seqs, self.pad)
         keep = 2 if branch is not None else 1
         out = net(
             input_ids=ids.to(self.device),
