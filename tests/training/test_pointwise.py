@@ -209,6 +209,44 @@ def test_cached_lower_layers_score_exactly_like_the_full_forward(tiny_qwen3_dir:
     assert names and all(f"layers.{n_layers - 1}." in n for n in names)
 
 
+@pytest.mark.parametrize("fixture", ["tiny_qwen3_dir", "tiny_llama_dir"])
+def test_shared_prefix_pass_gives_the_plain_passs_scores_and_gradients(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """One query's documents share the prompt's start; running it once must change nothing the
+    optimiser sees: the same log-probabilities and the same LoRA gradients as the plain pass."""
+    from erank.training.pointwise import _Model
+
+    m = _Model(str(request.getfixturevalue(fixture)), LoraConfig(r=4, alpha=8), None, bf16=False)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in m.trainable():  # a non-zero adapter, so the prefix's keys and values carry gradient
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    prefix = [5 + (j * 11) % 90 for j in range(20)]
+    rows = [{"ids": prefix + [7 + (i * 13 + j) % 80 for j in range(2 + 3 * i)]} for i in range(5)]
+    targets = torch.tensor([1.0, 8.0, 3.0, 10.0, 0.0])
+
+    def run(share: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        m.share_prefix = share
+        m.model.zero_grad(set_to_none=True)
+        lp = m.forward(rows, micro=2)
+        sft_loss(lp, targets)[0].backward()
+        return lp.detach(), [p.grad.clone() for p in m.trainable()]
+
+    calls = []
+    handle = m.model.register_forward_pre_hook(lambda _mod, args, kw: calls.append(kw), with_kwargs=True)
+    shared, g_shared = run(True)
+    handle.remove()
+    assert any(c.get("past_key_values") is not None for c in calls), "the shared path did not run"
+    plain, g_plain = run(False)
+    assert torch.allclose(shared, plain, atol=1e-4), (shared - plain).abs().max()
+    for a, b in zip(g_shared, g_plain, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), (a - b).abs().max()
+    # rows without a common start of min_prefix_tokens take the plain pass
+    m.share_prefix = True
+    assert m._forward_shared([{"ids": [5, 6, 7]}, {"ids": [9, 6, 7]}], micro=2) is None
+
+
 def test_pointwise_sft_on_top_layers_learns_and_resumes(
     tiny_qwen3_dir: Path, toy_data: Path, tmp_path: Path
 ) -> None:

@@ -196,6 +196,9 @@ class _Model:
         self.ext = [self.st.branch] if self.st.branch is not None else []
         self.pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
         self.builder: Any = None
+        # the rows of one step share their prompt's start: run it once (off: the plain batched pass)
+        self.share_prefix = True
+        self.min_prefix_tokens = 16
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -241,6 +244,10 @@ class _Model:
         """Log P of the 12 outcomes ``[len(rows), 12]`` (scores 0..10, then "anything else") for
         the rows' prompts (``"ids"``), from the cached lower-layer output (``"h"``) where the
         model has a frozen lower part. Grad enabled by the caller."""
+        if not self.split and self.share_prefix:
+            shared = self._forward_shared(rows, micro)
+            if shared is not None:
+                return shared
         if self.split:
             missing = [r for r in rows if "h" not in r]
             if missing:  # cached on first use: later steps that see the row again skip the lower layers
@@ -273,6 +280,49 @@ class _Model:
                     parts[i] = lp[r]
         finally:
             dec.layers = layers
+        return torch.stack([parts[i] for i in range(len(rows))])
+
+    def _forward_shared(self, rows: list[dict[str, Any]], micro: int) -> torch.Tensor | None:
+        """:meth:`forward` with the rows' common prefix (template header, instruction, query: one
+        query's documents) run once: its keys and values, with their graph, are repeated into
+        every micro-batch of suffixes, so the gradient through the prefix is summed over the rows
+        as in the plain pass. ``None`` when the rows share fewer than ``min_prefix_tokens``."""
+        from transformers import DynamicCache
+
+        keep = len(self.ext) + 1
+        seqs = [r["ids"] + self.ext for r in rows]
+        p = min(len(s) for s in seqs) - keep
+        first = seqs[0]
+        for s in seqs[1:]:
+            n = 0
+            while n < p and s[n] == first[n]:
+                n += 1
+            p = n
+        if len(rows) < 2 or p < self.min_prefix_tokens:
+            return None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            pre = self.model(input_ids=torch.tensor([first[:p]]), use_cache=True, logits_to_keep=1)
+        kv = [(layer.keys, layer.values) for layer in pre.past_key_values.layers]
+        order = sorted(range(len(rows)), key=lambda i: len(seqs[i]))
+        parts: dict[int, torch.Tensor] = {}
+        for k in range(0, len(order), micro):
+            idx = order[k : k + micro]
+            ids, mask, pos = self._left_pad([seqs[i][p:] for i in idx])
+            full_mask = torch.cat([torch.ones((len(idx), p), dtype=mask.dtype), mask], 1)
+            n = len(idx)
+            cache = DynamicCache([(kk.expand(n, -1, -1, -1), vv.expand(n, -1, -1, -1)) for kk, vv in kv])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                out = self.model(
+                    input_ids=ids,
+                    attention_mask=full_mask,
+                    position_ids=pos + p,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=keep,
+                )
+            lp = score_logprobs_batch(self.st, out.logits)
+            for r, i in enumerate(idx):
+                parts[i] = lp[r]
         return torch.stack([parts[i] for i in range(len(rows))])
 
     def lora_state(self) -> dict[str, torch.Tensor]:
