@@ -18,7 +18,8 @@ def test_command_line_overrides_environment_overrides_defaults(monkeypatch: pyte
     args = build_parser().parse_args(["serve", "--mode", "direct", "--max-queue", "5", "--port", "9123"])
     s = settings_from_args(args)
     assert (s.max_queue, s.max_documents, s.cross_batching, s.max_wait_ms) == (5, 7, False, 2.5)
-    assert (s.mode, s.port, s.host, s.max_tokens_per_doc) == ("direct", 9123, "127.0.0.1", 4096)
+    # --truncate-length's default, as in every command
+    assert (s.mode, s.port, s.host, s.max_tokens_per_doc) == ("direct", 9123, "127.0.0.1", 2048)
 
 
 def test_bad_settings_name_what_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:

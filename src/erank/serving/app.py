@@ -155,16 +155,16 @@ class RerankService:
         threading.Thread(target=self._load, name="erank-model-loader", daemon=True).start()
 
     def _load(self) -> None:
-        from erank.reranker import Reranker
-
         s = self.settings
         try:
             logger.info(
-                "loading model %s (engine %s, mode %s)", s.model or "default", s.engine, s.mode or "default"
+                "loading model %s (engine %s, method %s, mode %s)",
+                s.model or "default",
+                s.engine,
+                s.method,
+                s.mode or "default",
             )
-            reranker = Reranker(
-                s.model, engine=s.engine, mode=s.mode, device=s.device, batch_tokens=s.batch_tokens
-            )
+            reranker = s.load_reranker()
         except Exception as exc:  # noqa: BLE001 - reported by /ready and the log
             self.load_error = f"{type(exc).__name__}: {exc}"
             logger.error("could not load the model: %s", self.load_error)

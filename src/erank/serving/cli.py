@@ -2,9 +2,11 @@
 
     erank serve --model smollm2-135m --mode direct --host 127.0.0.1 --port 8000
 
-Every option can also come from an ``ERANK_*`` environment variable (``ERANK_MAX_QUEUE=64``);
-options given on the command line win. SIGTERM stops accepting connections, finishes the
-requests in flight and exits with status 0.
+The options other commands have too (``--model``, ``--engine``, ``--method``, ``--mode``,
+``--instruction``, ``--truncate-length``, ``--device``, ``--threads``...) come from
+:mod:`erank.commands.options`: the same names, help and checks. Every option can also come from
+an ``ERANK_*`` environment variable (``ERANK_MAX_QUEUE=64``); options given on the command line
+win. SIGTERM stops accepting connections, finishes the requests in flight and exits with status 0.
 """
 
 from __future__ import annotations
@@ -13,14 +15,101 @@ import argparse
 import logging
 import signal
 import threading
+from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
-from erank.errors import require
+from erank.commands import options
+from erank.errors import InputError, require
 from erank.serving.settings import ServeSettings, is_loopback
 
 __all__ = ["register", "run_server", "settings_from_args", "exposure_warnings"]
 
 logger = logging.getLogger(__name__)
+
+
+#: ``erank serve``'s own options: (flag, :class:`ServeSettings` field, type, help). The default in
+#: the help is the field's default; every option is ``None`` (not given) unless written, so that
+#: an ``ERANK_*`` variable can set it instead.
+_OWN_OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
+    (
+        "--batch-tokens",
+        "batch_tokens",
+        options.positive_int,
+        "the engine's token budget per forward pass; default the engine's",
+    ),
+    (
+        "--served-model-name",
+        "served_model_name",
+        str,
+        "the name /v1/models and responses report; default the model's",
+    ),
+    ("--host", "host", str, "address to listen on"),
+    ("--port", "port", options.positive_int, "port"),
+    ("--max-documents", "max_documents", options.positive_int, "documents in one request; 413 beyond"),
+    ("--max-body-bytes", "max_body_bytes", options.positive_int, "request body size; 413 beyond"),
+    ("--max-queue", "max_queue", options.positive_int, "requests waiting or running; 429 beyond"),
+    ("--max-batch-pairs", "max_batch_pairs", options.positive_int, "pairs per model call"),
+    ("--max-wait-ms", "max_wait_ms", float, "wait for more pairs before a model call, in ms"),
+    ("--request-timeout", "request_timeout_s", float, "504 after this many seconds"),
+    ("--log-level", "log_level", str, "uvicorn log level"),
+    (
+        "--max-instruction-tokens",
+        "max_instruction_tokens",
+        options.positive_int,
+        "a request's instruction is cut to this, and the answer says so",
+    ),
+    (
+        "--max-request-tokens",
+        "max_request_tokens",
+        options.positive_int,
+        "prompt tokens of one request; 413 beyond",
+    ),
+    (
+        "--max-batch-tokens",
+        "max_batch_tokens",
+        options.positive_int,
+        "prompt tokens per model call; default the engine's --batch-tokens",
+    ),
+    (
+        "--api-key",
+        "api_key",
+        str,
+        "require this key (Authorization: Bearer KEY); prefer ERANK_API_KEY or --api-key-file, "
+        "which other users of the machine cannot see",
+    ),
+    ("--api-key-file", "api_key_file", str, "a file of accepted keys, one a line"),
+    (
+        "--allowed-hosts",
+        "allowed_hosts",
+        str,
+        "comma-separated Host names answered, or '*'; default loopback names on a loopback bind, else any",
+    ),
+    ("--model-alias", "model_aliases", str, "comma-separated extra model names"),
+    ("--body-timeout", "body_timeout_s", float, "408 when a body takes longer to arrive, in seconds"),
+    ("--idle-timeout", "idle_timeout_s", float, "close connections silent this long, in seconds"),
+    ("--max-connections", "max_connections", options.positive_int, "open connections; 503 beyond"),
+]
+
+#: On/off options: (flag, field, the value the flag sets, help).
+_SWITCHES: list[tuple[str, str, bool, str]] = [
+    ("--no-cross-batching", "cross_batching", False, "score one request per model call (for comparison)"),
+    (
+        "--allow-any-model",
+        "allow_any_model",
+        True,
+        "accept any model name in requests (by default a name of another model is a 404)",
+    ),
+    ("--swagger-ui", "docs", True, "serve Swagger UI at /docs (its assets load from a CDN)"),
+]
+
+#: The shared options (erank.commands.options) whose default here comes from ServeSettings via
+#: ERANK_* first: argparse leaves them None when not given.
+_SHARED_FROM_ENV = ("engine", "method", "truncate_length")
+
+
+def _default_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def register(subparsers: Any) -> None:
@@ -30,170 +119,54 @@ def register(subparsers: Any) -> None:
         help="run the HTTP rerank service (Cohere/Jina, TEI and erank endpoints)",
         description="Run the HTTP rerank service. Options default to ERANK_* environment variables, "
         "then to the defaults shown.",
+        formatter_class=options.HelpFormatter,
     )
-    d = ServeSettings()
-    p.add_argument(
-        "--model", default=None, help="hub id, model folder or .gguf file (default: the embedded model)"
-    )
-    p.add_argument("--mode", choices=["direct", "reasoning"], default=None, help="ERank mode")
-    p.add_argument("--engine", default=None, help=f"engine name (default {d.engine})")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: CUDA when available)")
-    p.add_argument(
-        "--batch-tokens", type=int, default=None, help="the engine's token budget per forward pass"
-    )
-    p.add_argument("--served-model-name", default=None, help="the name /v1/models and responses report")
-    p.add_argument("--host", default=None, help=f"address to listen on (default {d.host})")
-    p.add_argument("--port", type=int, default=None, help=f"port (default {d.port})")
-    p.add_argument("--max-documents", type=int, default=None, help=f"413 beyond (default {d.max_documents})")
+    options.add_model_options(p)
+    options.add_instruction(p)
+    options.add_truncate_length(p)
     p.add_argument(
         "--max-tokens-per-doc",
-        type=int,
-        default=None,
-        help=f"documents are cut to this (default {d.max_tokens_per_doc})",
+        dest="truncate_length",
+        type=options.positive_int,
+        action=options.DeprecatedAlias,
+        use="--truncate-length",
     )
+    options.add_runtime_options(p)
+    d = ServeSettings()
+    for flag, field, kind, text in _OWN_OPTIONS:
+        default = getattr(d, field)
+        shown = text if default is None or "default" in text else f"{text} (default {_default_text(default)})"
+        p.add_argument(flag, dest=field, type=kind, default=None, help=shown)
+    for flag, field, value, text in _SWITCHES:
+        p.add_argument(flag, dest=field, action="store_const", const=value, default=None, help=text)
+    # --docs is the documents file in rerank: here it was Swagger UI
     p.add_argument(
-        "--max-body-bytes", type=int, default=None, help=f"413 beyond (default {d.max_body_bytes})"
+        "--docs", dest="docs", action=options.DeprecatedAlias, nargs=0, const=True, use="--swagger-ui"
     )
-    p.add_argument(
-        "--max-queue",
-        type=int,
-        default=None,
-        help=f"requests waiting or running; 429 beyond (default {d.max_queue})",
-    )
-    p.add_argument(
-        "--max-batch-pairs",
-        type=int,
-        default=None,
-        help=f"pairs per model call (default {d.max_batch_pairs})",
-    )
-    p.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=None,
-        help=f"wait for more pairs before a call (default {d.max_wait_ms})",
-    )
-    p.add_argument(
-        "--no-cross-batching",
-        dest="cross_batching",
-        action="store_const",
-        const=False,
-        default=None,
-        help="score one request per model call (for comparison)",
-    )
-    p.add_argument(
-        "--request-timeout",
-        dest="request_timeout_s",
-        type=float,
-        default=None,
-        help="504 after this many seconds",
-    )
-    p.add_argument("--instruction", default=None, help="default task instruction (name or text)")
-    p.add_argument("--log-level", default=None, help="uvicorn log level (default info)")
-    p.add_argument(
-        "--max-instruction-tokens",
-        type=int,
-        default=None,
-        help=f"a request's instruction is cut to this, and the answer says so (default {d.max_instruction_tokens})",
-    )
-    p.add_argument(
-        "--max-request-tokens",
-        type=int,
-        default=None,
-        help=f"prompt tokens of one request; 413 beyond (default {d.max_request_tokens})",
-    )
-    p.add_argument(
-        "--max-batch-tokens",
-        type=int,
-        default=None,
-        help="prompt tokens per model call (default: the engine's --batch-tokens)",
-    )
-    p.add_argument(
-        "--api-key",
-        default=None,
-        help="require this key (Authorization: Bearer KEY); prefer ERANK_API_KEY or --api-key-file, "
-        "which other users of the machine cannot see",
-    )
-    p.add_argument("--api-key-file", default=None, help="a file of accepted keys, one a line")
-    p.add_argument(
-        "--allowed-hosts",
-        default=None,
-        help="comma-separated Host names answered, or '*' (default: loopback names on a loopback bind, else any)",
-    )
-    p.add_argument(
-        "--allow-any-model",
-        action="store_const",
-        const=True,
-        default=None,
-        help="accept any model name in requests (default: 404 for names of other models)",
-    )
-    p.add_argument(
-        "--model-alias", dest="model_aliases", default=None, help="comma-separated extra model names"
-    )
-    p.add_argument(
-        "--body-timeout",
-        dest="body_timeout_s",
-        type=float,
-        default=None,
-        help=f"408 when a body takes longer to arrive (default {d.body_timeout_s:g} s)",
-    )
-    p.add_argument(
-        "--idle-timeout",
-        dest="idle_timeout_s",
-        type=float,
-        default=None,
-        help=f"close connections silent this long (default {d.idle_timeout_s:g} s)",
-    )
-    p.add_argument(
-        "--max-connections",
-        type=int,
-        default=None,
-        help=f"open connections; 503 beyond (default {d.max_connections})",
-    )
-    p.add_argument(
-        "--docs",
-        action="store_const",
-        const=True,
-        default=None,
-        help="serve Swagger UI at /docs (its assets load from a CDN)",
-    )
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, **dict.fromkeys(_SHARED_FROM_ENV))
+    options.add_check(p, _resolve)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     """Defaults < ``ERANK_*`` environment < command-line options."""
-    names = [
-        "model",
-        "mode",
-        "engine",
-        "device",
-        "batch_tokens",
-        "served_model_name",
-        "host",
-        "port",
-        "max_documents",
-        "max_tokens_per_doc",
-        "max_body_bytes",
-        "max_queue",
-        "max_batch_pairs",
-        "max_wait_ms",
-        "cross_batching",
-        "request_timeout_s",
-        "instruction",
-        "log_level",
-        "max_instruction_tokens",
-        "max_request_tokens",
-        "max_batch_tokens",
-        "api_key",
-        "api_key_file",
-        "allowed_hosts",
-        "allow_any_model",
-        "model_aliases",
-        "body_timeout_s",
-        "idle_timeout_s",
-        "max_connections",
-        "docs",
-    ]
-    return ServeSettings.from_env(**{n: getattr(args, n, None) for n in names})
+    given = {f.name: getattr(args, f.name, None) for f in fields(ServeSettings)}
+    given["max_tokens_per_doc"] = getattr(args, "truncate_length", None)
+    return ServeSettings.from_env(**given)
+
+
+def _resolve(args: argparse.Namespace) -> None:
+    """The preflight check of ``erank serve``: the settings (defaults, ``ERANK_*``, options) are
+    resolved and checked, and written back to ``args``, so that the shared checks that follow
+    (engine, method arguments, instruction, model) see what the server will load."""
+    from erank.engines import ENGINES
+
+    s = settings_from_args(args)
+    if s.engine not in ENGINES:
+        raise InputError(f"unknown engine {s.engine!r} (ERANK_ENGINE); one of: {', '.join(sorted(ENGINES))}")
+    for f in fields(ServeSettings):
+        if hasattr(args, f.name):
+            setattr(args, f.name, getattr(s, f.name))
+    args.truncate_length = s.max_tokens_per_doc
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -229,16 +202,8 @@ def run_server(settings: ServeSettings, reranker: Any = None) -> int:
     if reranker is None:
         # Load before listening: a model that cannot load is a clear error and exit status 2,
         # not a server that answers 503 forever.
-        from erank.reranker import Reranker
-
         logger.info("loading model %s", settings.model or "(embedded default)")
-        reranker = Reranker(
-            settings.model,
-            engine=settings.engine,
-            mode=settings.mode,
-            device=settings.device,
-            batch_tokens=settings.batch_tokens,
-        )
+        reranker = settings.load_reranker()
     app = create_app(settings, reranker)
     server = build_server(app)
     main = threading.current_thread() is threading.main_thread()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from erank.commands.options import DEFAULT_TRUNCATE_LENGTH
 from erank.errors import InputError
 
 __all__ = ["ServeSettings", "ENV_PREFIX", "is_loopback"]
@@ -32,15 +33,19 @@ class ServeSettings:
 
     Attributes:
         model: a hub id, a model folder, a ``.gguf`` file, or ``None`` for the embedded default.
+        method: the ranking method (``erank``, ``yesno``...; see ``erank.methods``).
         mode: ERank mode, ``direct`` or ``reasoning`` (default: the reranker's default).
+        max_new_tokens: the generation budget of reasoning mode (default: the method's own).
         engine: the engine name (``transformers``...).
         device: ``cpu``, ``cuda``...; default: CUDA when available.
+        threads: torch CPU threads (default: torch's own choice).
         batch_tokens: the engine's token budget per forward pass.
         served_model_name: the name reported by ``/v1/models`` and in responses.
         host, port: where to listen.
         max_documents: more documents in one request get a 413.
         max_tokens_per_doc: documents (and the query) are cut to this many tokens; a request may
-            ask for fewer, never more.
+            ask for fewer, never more. The command line's ``--truncate-length``, with the same
+            default as every other command.
         max_body_bytes: a larger request body gets a 413.
         max_queue: requests waiting or running at once; one more gets a 429 with ``Retry-After``.
         max_batch_pairs: at most this many (query, document) pairs per engine call.
@@ -75,15 +80,18 @@ class ServeSettings:
     """
 
     model: str | None = None
+    method: str = "erank"
     mode: str | None = None
+    max_new_tokens: int | None = None
     engine: str = "transformers"
     device: str | None = None
+    threads: int | None = None
     batch_tokens: int | None = None
     served_model_name: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     max_documents: int = 1000
-    max_tokens_per_doc: int = 4096
+    max_tokens_per_doc: int = DEFAULT_TRUNCATE_LENGTH
     max_body_bytes: int = 32 * 1024 * 1024
     max_queue: int = 256
     max_batch_pairs: int = 64
@@ -121,8 +129,10 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_batch_tokens is not None and self.max_batch_tokens <= 0:
-            raise InputError(f"max_batch_tokens must be a positive integer, got {self.max_batch_tokens!r}")
+        for name in ("max_batch_tokens", "max_new_tokens", "threads", "batch_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
         if self.max_wait_ms < 0:
             raise InputError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         for name in ("request_timeout_s", "body_timeout_s", "idle_timeout_s"):
@@ -173,6 +183,27 @@ class ServeSettings:
         if is_loopback(self.host):
             return frozenset({"localhost", "127.0.0.1", "::1", "[::1]", self.host.lower()})
         return None
+
+    def load_reranker(self) -> Any:
+        """The :class:`~erank.reranker.Reranker` these settings describe (this loads the model)."""
+        from erank.reranker import Reranker
+
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        method_kwargs: dict[str, Any] = {}
+        if self.max_new_tokens is not None:
+            method_kwargs["max_new_tokens"] = self.max_new_tokens
+        return Reranker(
+            self.model,
+            method=self.method,
+            engine=self.engine,
+            mode=self.mode,
+            device=self.device,
+            batch_tokens=self.batch_tokens,
+            **method_kwargs,
+        )
 
     def model_names(self) -> list[str]:
         """Extra names a request's ``model`` may give (``model_aliases``)."""
