@@ -100,6 +100,119 @@ def test_no_flag_means_two_things_and_shared_options_are_one_definition() -> Non
         assert {"--device", "--threads", "--no-progress"} <= set(_visible(commands[name]))
 
 
+#: The shared options (erank.commands.options) that serve and train eval take, as every command does.
+SHARED_IN = {
+    "serve": (
+        "--model", "--engine", "--method", "--mode", "--max-new-tokens", "--instruction",
+        "--truncate-length", "--device", "--threads",
+    ),
+    "train eval": ("--model", "--engine", "--top-k", "--queries", "--truncate-length", "--device", "--threads"),
+}  # fmt: skip
+
+
+def test_serve_and_train_eval_take_the_shared_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from erank.commands.options import DEFAULT_TRUNCATE_LENGTH
+    from erank.serving.cli import settings_from_args
+
+    commands = _commands()
+    reference = {**_visible(commands["eval"]), **_visible(commands["rerank"])}
+    for name, opts in SHARED_IN.items():
+        got = _visible(commands[name])
+        for opt in opts:
+            a, ref = got[opt], reference[opt]
+            same = (a.option_strings, a.dest, a.type, a.choices, a.help.split("; default")[0])
+            assert same == (
+                ref.option_strings,
+                ref.dest,
+                ref.type,
+                ref.choices,
+                ref.help.split("; default")[0],
+            )
+            if name != "serve":
+                assert a.default == ref.default, (name, opt)
+    # serve: an option not given is an ERANK_* variable's, else the same default as everywhere
+    for var in ("ERANK_ENGINE", "ERANK_METHOD", "ERANK_MAX_TOKENS_PER_DOC"):
+        monkeypatch.delenv(var, raising=False)
+    s = settings_from_args(build_parser().parse_args(["serve"]))
+    assert (s.engine, s.method, s.max_tokens_per_doc) == ("transformers", "erank", DEFAULT_TRUNCATE_LENGTH)
+    monkeypatch.setenv("ERANK_METHOD", "yesno")
+    assert settings_from_args(build_parser().parse_args(["serve"])).method == "yesno"
+    assert settings_from_args(build_parser().parse_args(["serve", "--method", "erank"])).method == "erank"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--engine", "nope"], "argument --engine: invalid choice: 'nope'"),
+        (
+            ["serve", "--truncate-length", "0"],
+            "argument --truncate-length: expected a positive integer, got 0",
+        ),
+        (["serve", "--threads", "0"], "argument --threads: expected a positive integer, got 0"),
+        (["serve", "--port", "70000"], "port must be within 1..65535, got 70000"),
+        (["serve", "--method", "listwise", "--mode", "direct"], "method 'listwise' takes no argument 'mode'"),
+        (["serve", "--instruction", "bright/biolgy"], "unknown instruction name 'bright/biolgy'"),
+        (["serve", "--model", "no-such-org/no-such-model"], "hf download no-such-org/no-such-model"),
+        (["train", "eval", "EVAL", "--top-k", "0"], "argument --top-k: expected a positive integer, got 0"),
+        (["train", "eval", "EVAL", "--alpha", "2"], "argument --alpha: must be between 0 and 1, got 2"),
+        (["train", "eval", "EVAL", "--engine", "nope"], "argument --engine: invalid choice: 'nope'"),
+        (
+            ["train", "eval", "EVAL", "--model", "no-such-org/no-such-model"],
+            "hf download no-such-org/no-such-model",
+        ),
+        (["train", "eval", "missing.jsonl"], "eval file missing.jsonl does not exist"),
+    ],
+)
+def test_serve_and_train_bad_arguments_fail_at_once_with_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("{}\n")
+    start = time.perf_counter()
+    out = erank(*[str(eval_file) if a == "EVAL" else a for a in args])
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert out.stdout == ""
+    assert elapsed < 20  # no model loads (the server would start listening): the real bound is about 0.5 s
+
+
+def test_serve_checks_what_the_environment_sets_before_the_model_loads() -> None:
+    out = erank("serve", env={**ENV, "ERANK_ENGINE": "nope"})
+    assert out.returncode == 2 and out.stderr.startswith("erank: error: unknown engine 'nope' (ERANK_ENGINE)")
+    out = erank("serve", "--mode", "direct", env={**ENV, "ERANK_METHOD": "listwise"})
+    assert out.returncode == 2 and "method 'listwise' takes no argument 'mode'" in out.stderr
+    assert len(out.stderr.splitlines()) == 1
+
+
+def test_serve_and_train_eval_old_spellings_still_work_and_warn(tmp_path: Path) -> None:
+    from erank.commands.options import deprecations, preflight
+    from erank.serving.cli import settings_from_args
+
+    old = build_parser().parse_args(["serve", "--max-tokens-per-doc", "64", "--docs"])
+    new = build_parser().parse_args(["serve", "--truncate-length", "64", "--swagger-ui"])
+    assert settings_from_args(old) == settings_from_args(new) and not deprecations(new)
+    assert deprecations(old) == [
+        "--max-tokens-per-doc is deprecated here; use --truncate-length",
+        "--docs is deprecated here; use --swagger-ui",
+    ]
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("{}\n")
+    old = build_parser().parse_args(
+        ["train", "eval", "default", str(eval_file), "--max-queries", "2", "--candidates", "3"]
+    )
+    new = build_parser().parse_args(["train", "eval", str(eval_file), "--queries", "2", "--top-k", "3"])
+    preflight(old)
+    preflight(new)
+    assert (old.model, old.queries, old.top_k) == (new.model, new.queries, new.top_k) == (None, 2, 3)
+    assert deprecations(old) == [
+        "the positional MODEL is deprecated here; use --model MODEL",
+        "--max-queries is deprecated here; use --queries",
+        "--candidates is deprecated here; use --top-k",
+    ]
+
+
 def test_help_never_says_default_none() -> None:
     for name, parser in _commands().items():
         text = parser.format_help()

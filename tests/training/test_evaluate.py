@@ -54,3 +54,29 @@ def test_eval_rejects_an_alpha_outside_0_1(tiny_qwen3_dir: Path, toy_data: Path)
 
     with pytest.raises(InputError, match="alpha"):
         evaluate_model(tiny_qwen3_dir, toy_data / "eval.jsonl", alpha=1.5)
+
+
+def test_the_train_eval_command_takes_the_shared_options(
+    tiny_qwen3_dir: Path, toy_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from erank.cli import main
+
+    eval_file = str(toy_data / "eval.jsonl")
+    args = [
+        "--model",
+        str(tiny_qwen3_dir),
+        eval_file,
+        "--queries",
+        "2",
+        "--top-k",
+        "2",
+        "--truncate-length",
+        "64",
+    ]
+    assert main(["train", "eval", *args]) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert (result["queries"], result["pairs"]) == (2, 4)  # the first 2 queries by id, 2 candidates each
+    assert out.err == ""

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
+
+from erank.commands import options
+from erank.errors import InputError
 
 __all__ = ["register"]
 
@@ -13,6 +17,8 @@ __all__ = ["register"]
 def _run(args: argparse.Namespace) -> int:
     from erank.training.config import DataConfig, RLConfig, SFTConfig, load_config
 
+    if getattr(args, "no_progress", False):
+        os.environ["ERANK_NO_PROGRESS"] = "1"  # the trainers' step bars (erank.progress)
     result: Any
     if args.stage == "data":
         from erank.training.data import build_dataset
@@ -43,22 +49,40 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from erank.training.data import read_jsonl
     from erank.training.evaluate import evaluate_model
 
-    if args.threads:
-        import torch
+    rows: Any = args.eval_file
+    if args.queries is not None:  # the first N judged queries by id, as --queries means everywhere
+        from erank.evaluation.experiment import first_queries
 
-        torch.set_num_threads(args.threads)
+        all_rows = read_jsonl(args.eval_file)
+        judged = [r for r in all_rows if any(g > 0 for g in r.get("qrels", {}).values())]
+        keep = set(first_queries([str(r["qid"]) for r in judged], args.queries))
+        rows = [r for r in judged if str(r["qid"]) in keep]
     m = evaluate_model(
-        None if args.model in ("default", "none") else args.model,
-        args.eval_file,
-        max_queries=args.max_queries,
-        candidates=args.candidates,
+        args.model,
+        rows,
+        candidates=args.top_k,
         truncate_length=args.truncate_length,
+        engine=args.engine,
+        device=args.device,
         alpha=args.alpha,
     )
     sys.stdout.write(json.dumps(m) + "\n")
     return 0
+
+
+def _check_eval(args: argparse.Namespace) -> None:
+    """``erank train eval``'s own checks, before the shared ones: the old positional model, the file."""
+    from pathlib import Path
+
+    if args.old_model is not None:
+        if args.model is not None:
+            raise InputError("give the model once: --model MODEL (the positional MODEL is the old spelling)")
+        args.model = None if args.old_model in ("default", "none") else args.old_model
+    if not Path(args.eval_file).is_file():
+        raise InputError(f"eval file {args.eval_file} does not exist (erank train data writes eval.jsonl)")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -68,9 +92,27 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _DeprecatedPositional(options.DeprecatedAlias):
+    """An optional positional argument that is the old spelling of an option (warns when given)."""
+
+    def __call__(
+        self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None
+    ) -> None:
+        if values is None:  # argparse calls an absent optional positional with its default
+            setattr(namespace, self.dest, None)
+            return
+        super().__call__(
+            parser, namespace, values, f"the positional {self.dest.removeprefix('old_').upper()}"
+        )
+
+
 def register(subparsers: Any) -> None:
     """Add ``erank train`` to the erank command line."""
-    p = subparsers.add_parser("train", help="train an ERank model: data construction, SFT, RL (GRPO)")
+    p = subparsers.add_parser(
+        "train",
+        help="train an ERank model: data construction, SFT, RL (GRPO)",
+        formatter_class=options.HelpFormatter,
+    )
     sub = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
     helps = {
         "data": "build the training set (1 positive + N-1 negatives per query, labelled 0..10)",
@@ -78,21 +120,50 @@ def register(subparsers: Any) -> None:
         "rl": "GRPO with the listwise-derived reward (resumes after a kill)",
     }
     for stage, text in helps.items():
-        sp = sub.add_parser(stage, help=text, description=text)
+        sp = sub.add_parser(stage, help=text, description=text, formatter_class=options.HelpFormatter)
         sp.add_argument("config", help="the YAML configuration (see configs/train/)")
         if stage != "data":
             sp.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+            options.add_progress(sp)
         sp.set_defaults(func=_run)
-    ev = sub.add_parser("eval", help="nDCG@10 of a model on the held-out split (eval.jsonl)")
-    ev.add_argument("model", help="a model folder, a .gguf file, or 'default'")
+    ev = sub.add_parser(
+        "eval",
+        help="nDCG@10 of a model on the held-out split (eval.jsonl)",
+        description="Rerank the held-out queries' first-stage candidates with ERank in direct mode and "
+        "print nDCG@10 (reranked, first stage, hybrid) as JSON.",
+        formatter_class=options.HelpFormatter,
+    )
+    # the old spelling `erank train eval MODEL eval.jsonl` (MODEL is --model now, as everywhere)
+    ev.add_argument("old_model", nargs="?", action=_DeprecatedPositional, use="--model MODEL")
     ev.add_argument("eval_file", help="eval.jsonl written by `erank train data`")
-    ev.add_argument("--max-queries", type=int, default=None)
-    ev.add_argument("--candidates", type=int, default=10)
-    ev.add_argument("--truncate-length", type=int, default=2048)
-    ev.add_argument("--alpha", type=float, default=0.2, help="first-stage weight of hybrid_ndcg@10")
-    ev.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    options.add_model_options(ev, method=False)
+    options.add_top_k(ev)
+    ev.add_argument(
+        "--candidates", dest="top_k", type=options.positive_int, action=options.DeprecatedAlias, use="--top-k"
+    )
+    options.add_queries(ev)
+    ev.add_argument(
+        "--max-queries",
+        dest="queries",
+        type=options.positive_int,
+        action=options.DeprecatedAlias,
+        use="--queries",
+    )
+    options.add_truncate_length(ev)
+    ev.add_argument(
+        "--alpha",
+        type=options.unit_float,
+        default=0.2,
+        help="weight 0..1 of the first stage in hybrid_ndcg@10 (default 0.2)",
+    )
+    options.add_runtime_options(ev)
+    options.add_check(ev, _check_eval)
     ev.set_defaults(func=_eval)
-    ex = sub.add_parser("export", help="ship a LoRA adapter as an embedded model (fp16 weights + SHA256SUMS)")
+    ex = sub.add_parser(
+        "export",
+        help="ship a LoRA adapter as an embedded model (fp16 weights + SHA256SUMS)",
+        formatter_class=options.HelpFormatter,
+    )
     ex.add_argument("adapter", help="the adapter folder (e.g. runs/smol/rl/adapter)")
     ex.add_argument("dest", help="where to write it (src/erank/weights/erank-smol for the default)")
     ex.add_argument(

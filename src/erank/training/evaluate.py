@@ -173,11 +173,13 @@ def evaluate_model(
     mode: str = "direct",
     device: str | None = None,
     alpha: float = 0.2,
+    engine: str = "transformers",
 ) -> dict[str, Any]:
-    """Load ``model`` (folder, GGUF, adapter folder, ``None`` = default) and run :func:`evaluate_engine`."""
+    """Load ``model`` (folder, GGUF, adapter folder, ``None`` = default) on ``engine`` and run
+    :func:`evaluate_engine`."""
     from erank.reranker import Reranker
 
-    rr = Reranker(None if model is None else str(model), mode=mode, device=device)
+    rr = Reranker(None if model is None else str(model), engine=engine, mode=mode, device=device)
     try:
         return evaluate_engine(
             rr.engine,
