@@ -93,6 +93,18 @@ class _LevelFilter(logging.Filter):
         return record.levelno >= self.others
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler on whatever ``sys.stderr`` is when a record comes. While a progress bar is drawn,
+    rich puts its own stream there, which prints the line above the bar instead of through it."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # handle() holds the handler's lock here
+        super().emit(record)
+
+
 def _configure_logging(verbose: int, *, progress_lines: bool = False) -> None:
     """Default: erank's warnings only (plus the trainers' progress lines); ``-v``: erank's info and
     other libraries' warnings (deprecations, "Converting a tensor..."); ``-vv``: everything."""
@@ -104,7 +116,7 @@ def _configure_logging(verbose: int, *, progress_lines: bool = False) -> None:
         levels["erank.training"] = min(erank_level, logging.INFO)
     root = logging.getLogger()
     if not root.handlers:  # not when embedded (tests, notebooks): their handlers stay as they are
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler.addFilter(_LevelFilter(levels, others))
         root.addHandler(handler)

@@ -1,4 +1,4 @@
-"""One progress display for every long job (eval, compare, rerank, batch): rich, on stderr.
+"""One progress display for every long job (eval, compare, rerank, batch, train sft/rl): rich, on stderr.
 
 A bar shows the count done, the total, the elapsed time and an ETA. It is drawn only when
 standard error is a terminal, so logs, pipes and CI stay clean; a command's ``--no-progress``
@@ -10,18 +10,24 @@ standard error is a terminal, so logs, pipes and CI stay clean; a command's ``--
 ...         bar.advance()
 >>> bar.completed
 3
+>>> bar.status_text().split("  ")[0]
+'3/3'
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from types import TracebackType
 from typing import Any
 
 __all__ = ["ProgressBar", "progress_bar", "progress_status", "progress_enabled"]
 
 _ENV = "ERANK_NO_PROGRESS"
+#: Seconds of recent progress the ETA's rate is taken from (rich's default, 30 s, leaves no ETA
+#: at all when one unit, a training step, takes longer than about 15 s).
+_SPEED_WINDOW_S = 600.0
 
 
 def progress_enabled() -> bool:
@@ -49,9 +55,10 @@ class ProgressBar:
         unit: str = "",
         enabled: bool | None = None,
         status: bool = False,
+        completed: int = 0,
     ) -> None:
         self.total = total
-        self.completed = 0
+        self.completed = completed
         self.enabled = progress_enabled() if enabled is None else bool(enabled)
         self._progress: Any = None
         self._task: Any = None
@@ -81,14 +88,26 @@ class ProgressBar:
                     TimeRemainingColumn(),
                 ]
             )
-            self._progress = Progress(*columns, console=Console(stderr=True), transient=True)
+            self._progress = Progress(
+                *columns,
+                console=Console(stderr=True),
+                transient=True,
+                speed_estimate_period=_SPEED_WINDOW_S,
+            )
 
         self._description = description
+        self._unit = unit
+        self._started_at = completed
+        self._t0 = time.monotonic()
 
     def __enter__(self) -> ProgressBar:
+        self._t0 = time.monotonic()
         if self._progress is not None:
             self._progress.start()
-            self._task = self._progress.add_task(self._description, total=self.total)
+            # units done before (a resumed job) count neither for the rate nor the ETA
+            self._task = self._progress.add_task(
+                self._description, total=self.total, completed=self.completed
+            )
         return self
 
     def advance(self, n: int = 1) -> None:
@@ -111,6 +130,17 @@ class ProgressBar:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, description=description)
 
+    def status_text(self) -> str:
+        """The bar as text for a log line: ``12/100 steps  elapsed 1m02s  ETA 7m35s`` (the ETA from
+        this run's rate; a resumed job's earlier units do not count)."""
+        elapsed = time.monotonic() - self._t0
+        done = self.completed - self._started_at
+        count = f"{self.completed}/{self.total}" if self.total is not None else str(self.completed)
+        text = f"{count}{' ' + self._unit if self._unit else ''}  elapsed {_minutes(elapsed)}"
+        if self.total is not None and done > 0:
+            text += f"  ETA {_minutes(elapsed / done * max(self.total - self.completed, 0))}"
+        return text
+
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -122,15 +152,26 @@ class ProgressBar:
         self.close()
 
 
+def _minutes(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
 def progress_bar(
-    total: int | None, description: str, *, unit: str = "", enabled: bool | None = None
+    total: int | None,
+    description: str,
+    *,
+    unit: str = "",
+    enabled: bool | None = None,
+    completed: int = 0,
 ) -> ProgressBar:
     """A :class:`ProgressBar` of ``total`` units (``None``: unknown total, no ETA).
 
     ``enabled=None`` (the default) draws it only when stderr is a terminal and progress is not
-    disabled; ``False`` never draws it.
+    disabled; ``False`` never draws it. ``completed``: units already done when the bar starts (a
+    resumed job); the ETA comes from the rate of this run's units only.
     """
-    return ProgressBar(total, description, unit=unit, enabled=enabled)
+    return ProgressBar(total, description, unit=unit, enabled=enabled, completed=completed)
 
 
 def progress_status(description: str, *, enabled: bool | None = None) -> ProgressBar:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,9 +13,20 @@ import pytest
 from erank.training.config import EvalConfig, LoraConfig, RLConfig, SFTConfig
 
 
+class _Terminal(io.StringIO):
+    """A standard error that says it is a terminal: the progress bar is drawn into it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def test_sft_drives_the_target_loss_down_on_a_fixed_batch(
-    tiny_qwen3_dir: Path, tmp_path: Path, make_toy_data
-) -> None:  # noqa: ANN001
+    tiny_qwen3_dir: Path,
+    tmp_path: Path,
+    make_toy_data,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from erank import Reranker
     from erank.training.sft import run_sft
 
@@ -33,7 +47,13 @@ def test_sft_drives_the_target_loss_down_on_a_fixed_batch(
         eval_steps=6,
         cutoff=512,
     )
+    caplog.set_level(logging.INFO, logger="erank.training")
     summary = run_sft(cfg)
+    # progress: a line with the step, the loss and an ETA at every logged step; nothing on stdout
+    # (the trainer's own printer wrote every log dict there, before the command's JSON)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sft step ")]
+    assert len(lines) == 6 and lines[0].startswith("sft step 1/6 steps") and "ETA" in lines[0]
+    assert capsys.readouterr().out == ""
     losses = [x["loss"] for x in summary["loss"]]
     assert summary["steps"] == 6
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses  # down at every step
@@ -54,7 +74,7 @@ def test_sft_drives_the_target_loss_down_on_a_fixed_batch(
 
 
 def test_sft_with_lora_saves_an_adapter_and_resumes_after_a_kill(
-    tiny_qwen3_dir: Path, toy_data: Path, tmp_path: Path
+    tiny_qwen3_dir: Path, toy_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from erank import Reranker
     from erank.training.sft import latest_checkpoint, run_sft
@@ -73,8 +93,13 @@ def test_sft_with_lora_saves_an_adapter_and_resumes_after_a_kill(
 
     run_sft(cfg(1))  # as if killed after step 1: checkpoint-1 is on disk
     assert latest_checkpoint(tmp_path / "lora") == tmp_path / "lora/checkpoint-1"
+    monkeypatch.delenv("ERANK_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(sys, "stderr", term := _Terminal())
     summary = run_sft(cfg(2))
+    monkeypatch.undo()
     assert summary["resumed_from"].endswith("checkpoint-1") and summary["steps"] == 2
+    drawn = term.getvalue()  # the step bar, from the resumed step 1 to 2 of 2
+    assert "sft" in drawn and "2/2" in drawn and "ETA" in drawn
     adapter = tmp_path / "lora/adapter"
     assert (adapter / "adapter_config.json").is_file()
     assert sum(f.stat().st_size for f in adapter.iterdir()) < 5_000_000
@@ -120,7 +145,11 @@ def _rl_cfg(model: Path, data: Path, out: Path, **kw: object) -> RLConfig:
 
 
 def test_grpo_runs_checkpoints_and_resumes_to_the_same_end(
-    scoring_tiny_dir: Path, toy_data: Path, tmp_path: Path
+    scoring_tiny_dir: Path,
+    toy_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import torch
 
@@ -130,8 +159,16 @@ def test_grpo_runs_checkpoints_and_resumes_to_the_same_end(
     model = scoring_tiny_dir
     first = run_rl(_rl_cfg(model, toy_data, tmp_path / "a"), stop_after=2)
     assert first["stopped"] and (tmp_path / "a/checkpoint-2/trainable.pt").is_file()
+    caplog.set_level(logging.INFO, logger="erank.training")
+    monkeypatch.delenv("ERANK_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(sys, "stderr", term := _Terminal())
     resumed = run_rl(_rl_cfg(model, toy_data, tmp_path / "a"))
+    monkeypatch.undo()
     assert resumed["steps"] == 3 and resumed["resumed_from"].endswith("checkpoint-2")
+    drawn = term.getvalue()  # the step bar, from the resumed step 2 to 3 of 3
+    assert "rl" in drawn and "3/3" in drawn and "ETA" in drawn
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rl step ")]
+    assert lines[-1].startswith("rl step 3/3 steps") and "ETA" in lines[-1]
     # an uninterrupted run reaches the same weights
     straight = run_rl(_rl_cfg(model, toy_data, tmp_path / "b"))
     assert straight["steps"] == 3

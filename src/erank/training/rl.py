@@ -70,6 +70,7 @@ from typing import Any
 import torch
 
 from erank.errors import InputError
+from erank.progress import progress_bar
 from erank.scoring import ScoreTokens
 from erank.training.config import RLConfig
 from erank.training.rewards import compute_rewards, group_advantages
@@ -621,42 +622,47 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
     ref_cache: dict[int, float] = {}
     done_here = 0
     pol.model.train()
-    while state["step"] < total_steps and state["epoch"] < cfg.epochs:
-        sampler.set_epoch(state["epoch"])
-        for batch in sampler.batches(skip=state["batch"]):
-            if state["step"] >= total_steps:
-                break
-            st = time.time()
-            if style == "direct":
-                stats = _direct_step(pol, opt, cfg, keep_rows, prompts, batch, state["step"])
+    # one step bar with an ETA on a terminal (erank.progress); the log lines below carry the ETA too
+    with progress_bar(total_steps, "rl", unit="steps", completed=state["step"]) as bar:
+        while state["step"] < total_steps and state["epoch"] < cfg.epochs:
+            sampler.set_epoch(state["epoch"])
+            for batch in sampler.batches(skip=state["batch"]):
+                if state["step"] >= total_steps:
+                    break
+                st = time.time()
+                if style == "direct":
+                    stats = _direct_step(pol, opt, cfg, keep_rows, prompts, batch, state["step"])
+                else:
+                    stats = _reasoning_step(
+                        pol, opt, cfg, keep_rows, prompts, direct_prompts, ref_cache, batch, state["step"]
+                    )
+                state["step"] += 1
+                state["batch"] += 1
+                done_here += 1
+                bar.update(completed=state["step"])
+                if "reward" in stats:
+                    bar.describe(f"rl  reward {float(stats['reward']):.3f}")
+                rec: dict[str, Any] = {
+                    "step": state["step"],
+                    "epoch": state["epoch"],
+                    **stats,
+                    "docs": len(batch),
+                    "seconds": round(time.time() - st, 2),
+                }
+                if cfg.eval_steps and eval_path is not None and state["step"] % cfg.eval_steps == 0:
+                    rec.update(_validate(pol, eval_path, cfg))
+                if state["step"] % cfg.logging_steps == 0:
+                    logger.info("rl step %s  %s", bar.status_text(), json.dumps(rec))
+                with metrics_file.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+                if state["step"] % cfg.save_steps == 0:
+                    _save_checkpoint(pol, opt, out, state)
+                if stop_after is not None and done_here >= stop_after:
+                    _save_checkpoint(pol, opt, out, state)
+                    return {"steps": state["step"], "stopped": True, "seconds": round(time.time() - t0, 1)}
             else:
-                stats = _reasoning_step(
-                    pol, opt, cfg, keep_rows, prompts, direct_prompts, ref_cache, batch, state["step"]
-                )
-            state["step"] += 1
-            state["batch"] += 1
-            done_here += 1
-            rec: dict[str, Any] = {
-                "step": state["step"],
-                "epoch": state["epoch"],
-                **stats,
-                "docs": len(batch),
-                "seconds": round(time.time() - st, 2),
-            }
-            if cfg.eval_steps and eval_path is not None and state["step"] % cfg.eval_steps == 0:
-                rec.update(_validate(pol, eval_path, cfg))
-            if state["step"] % cfg.logging_steps == 0:
-                logger.info("rl %s", json.dumps(rec))
-            with metrics_file.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            if state["step"] % cfg.save_steps == 0:
-                _save_checkpoint(pol, opt, out, state)
-            if stop_after is not None and done_here >= stop_after:
-                _save_checkpoint(pol, opt, out, state)
-                return {"steps": state["step"], "stopped": True, "seconds": round(time.time() - t0, 1)}
-        else:
-            state["epoch"] += 1
-            state["batch"] = 0
+                state["epoch"] += 1
+                state["batch"] = 0
     _save_checkpoint(pol, opt, out, state)
     summary: dict[str, Any] = {
         "steps": state["step"],

@@ -25,7 +25,14 @@ from typing import Any
 from erank.errors import InputError, require
 from erank.training.config import EvalConfig, SFTConfig
 
-__all__ = ["run_sft", "load_pairs", "tokenize_pairs", "latest_checkpoint", "load_causal_lm"]
+__all__ = [
+    "run_sft",
+    "load_pairs",
+    "tokenize_pairs",
+    "latest_checkpoint",
+    "load_causal_lm",
+    "make_progress_callback",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +196,48 @@ def make_log_callback(log_file: Path) -> Any:
     return JsonLog()
 
 
+def make_progress_callback(what: str = "sft") -> Any:
+    """A TrainerCallback for the one progress style: a step bar with an ETA on a terminal
+    (:mod:`erank.progress`), and at every logged step a line with the loss and the ETA (the
+    ``erank.training`` logger, which ``erank train`` shows). It replaces the trainer's own
+    printer, which prints every log dictionary to standard output."""
+    from transformers import TrainerCallback
+
+    from erank.progress import ProgressBar, progress_bar
+
+    class StepProgress(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.bar: ProgressBar | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.close()
+            self.bar = progress_bar(
+                int(state.max_steps), what, unit="steps", completed=int(state.global_step)
+            )
+            self.bar.__enter__()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(completed=int(state.global_step))
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if self.bar is None or not logs or "loss" not in logs:
+                return
+            loss = float(logs["loss"])
+            self.bar.describe(f"{what}  loss {loss:.4g}")
+            logger.info("%s step %s  loss %.4g", what, self.bar.status_text(), loss)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.close()
+
+        def close(self) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return StepProgress()
+
+
 def run_sft(cfg: SFTConfig, *, resume: bool = True) -> dict[str, Any]:
     """Run SFT as configured; resume from the latest checkpoint in ``output_dir`` if there is one.
 
@@ -197,6 +246,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = True) -> dict[str, Any]:
     require("trl", "training", "SFT")
     datasets: Any = require("datasets", "training", "SFT")
     import torch
+    from transformers import PrinterCallback
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
 
@@ -246,7 +296,8 @@ def run_sft(cfg: SFTConfig, *, resume: bool = True) -> dict[str, Any]:
             task_type="CAUSAL_LM",
         )
     log_file = out / "metrics.jsonl"
-    callbacks = [make_log_callback(log_file)]
+    progress = make_progress_callback("sft")
+    callbacks = [make_log_callback(log_file), progress]
     trainer_ref: dict[str, Any] = {}
     eval_path = _eval_rows(cfg.data)
     if cfg.eval is not None and eval_path is not None:
@@ -261,11 +312,15 @@ def run_sft(cfg: SFTConfig, *, resume: bool = True) -> dict[str, Any]:
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict on stdout: progress does it
     trainer_ref["trainer"] = trainer
     ckpt = latest_checkpoint(out) if resume else None
     if ckpt is not None:
         logger.info("resuming from %s", ckpt)
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    finally:
+        progress.close()  # also after an error: the bar must not outlive the training
     final: Any = trainer.model
     summary: dict[str, Any] = {
         "steps": int(trainer.state.global_step),
