@@ -62,6 +62,9 @@ def test_errors_are_clear(llamacpp_default, smollm2_dir: Path) -> None:  # noqa:
 
     with pytest.raises(ModelLoadError, match="GGUF"):
         LlamaCppEngine(str(smollm2_dir))
+    # a hub id: at once, one line saying how to get a GGUF file (nothing is downloaded)
+    with pytest.raises(ModelLoadError, match=r"`hf download no-such-org/no-such-model FILE\.gguf"):
+        LlamaCppEngine("no-such-org/no-such-model")
     with pytest.raises(InputError, match="does not fit"):
         llamacpp_default.logprobs([LogprobRequest([1] * 5000, [15])])
     with pytest.raises(InputError, match="empty prompt"):

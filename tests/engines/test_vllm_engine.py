@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 
 from erank.engines.base import GenerateRequest, LogprobRequest
 from erank.engines.transformers import TransformersEngine
-from erank.errors import MissingExtraError
+from erank.errors import MissingExtraError, ModelLoadError
 
 from .conftest import DOCS, QUERY
 
@@ -144,3 +145,19 @@ def test_missing_vllm_names_the_extra(monkeypatch: pytest.MonkeyPatch, tiny_qwen
 
     with pytest.raises(MissingExtraError, match=r"erank\[vllm\]"):
         VLLMEngine(str(tiny_qwen3_dir))
+
+
+def test_an_uncached_hub_id_offline_fails_at_once_saying_how_to_get_it(
+    fake_vllm: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from erank import Reranker
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError) as err:
+        Reranker("no-such-org/no-such-model", engine="vllm")
+    message = str(err.value)
+    assert "is not in the local hub cache and the hub is offline" in message
+    assert "hf download no-such-org/no-such-model" in message and "\n" not in message
+    assert fake_vllm == []  # vLLM was never started
+    assert time.perf_counter() - start < 5

@@ -172,6 +172,12 @@ class LlamaCppEngine(Engine):
                 "the embedded erank-smol is a LoRA adapter that runs on the transformers engine; "
                 "for llama.cpp pass model='smollm2-135m' (its untrained base) or a .gguf file"
             )
+        if spec.kind == "hub":  # never a download: a hub id fails here, at once, saying what to get
+            raise ModelLoadError(
+                f"the llama.cpp engine runs GGUF files, not hub ids like {spec.location!r}: download one "
+                f"with `hf download {spec.location} FILE.gguf --local-dir DIR` and pass DIR/FILE.gguf "
+                "(or use engine='transformers', which loads hub ids; see docs/real-models.md)"
+            )
         if spec.kind != "gguf":
             raise ModelLoadError(
                 f"the llama.cpp engine runs GGUF files; {spec.location!r} is a {spec.kind} model. "

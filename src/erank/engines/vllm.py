@@ -34,7 +34,7 @@ from erank.engines.base import (
 )
 from erank.engines.tokenizers import HFTokenizer
 from erank.errors import InputError, require
-from erank.models import resolve_model
+from erank.models import check_model_available, resolve_model
 
 __all__ = ["VLLMEngine"]
 
@@ -72,11 +72,14 @@ class VLLMEngine(Engine):
         super().__init__()
         if unused:
             logger.debug("vLLM engine ignores %s", sorted(unused))
-        vllm: Any = require("vllm", "vllm", "the vLLM engine")
-        self._vllm = vllm
         if top_logprobs < 1:
             raise InputError(f"top_logprobs must be at least 1, got {top_logprobs}")
         spec = resolve_model(model)
+        # a hub id that cannot be had (offline and not cached, unknown, hub unreachable): one line
+        # saying how to get it, now, not after vLLM's start-up and the hub client's retries
+        check_model_available(spec)
+        vllm: Any = require("vllm", "vllm", "the vLLM engine")
+        self._vllm = vllm
         self.model_name = spec.name
         self.top_logprobs = int(top_logprobs)
         kwargs: dict[str, Any] = {
