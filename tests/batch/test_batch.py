@@ -314,6 +314,8 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, start_new_session=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"({len(done_at_kill)} shards were already done)" in r.stderr
+    # and nothing else on stderr: no Ray token-auth warning, no core_worker.cc "E" line (-v shows them)
+    assert [line for line in r.stderr.splitlines() if not line.startswith("erank batch: ")] == [], r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["shards_skipped"] == len(done_at_kill)
     assert summary["pairs_this_run"] < N_VALID  # the finished shards were not redone
