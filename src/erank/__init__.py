@@ -11,7 +11,7 @@ from erank.compat import ERank_Transformer, ERank_vLLM  # ERank_vLLM imports vll
 from erank.errors import DataFormatError, ERankError, InputError, MissingExtraError, ModelLoadError
 from erank.reranker import Reranker, load_reranker
 from erank.scoring import hybrid_scores
-from erank.types import Document, DocumentScore, RerankResult, Usage
+from erank.types import Document, DocumentScore, RerankRequest, RerankResult, Usage
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,7 @@ __all__ = [
     "hybrid_scores",
     "Document",
     "DocumentScore",
+    "RerankRequest",
     "RerankResult",
     "Usage",
     "ERank_Transformer",

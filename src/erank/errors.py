@@ -6,7 +6,14 @@ these, with a message that says what was wrong and what to do.
 
 from __future__ import annotations
 
-__all__ = ["ERankError", "InputError", "ModelLoadError", "MissingExtraError", "DataFormatError"]
+__all__ = [
+    "ERankError",
+    "InputError",
+    "ModelLoadError",
+    "MissingExtraError",
+    "DataFormatError",
+    "PromptBudgetError",
+]
 
 
 class ERankError(Exception):
@@ -15,6 +22,18 @@ class ERankError(Exception):
 
 class InputError(ERankError, ValueError):
     """An argument or input value is invalid (empty query, wrong type, negative length...)."""
+
+
+class PromptBudgetError(InputError):
+    """A query's prompts exceed ``max_prompt_tokens`` (:meth:`Method.prepare`); raised as soon as
+    the running total passes it, naming the document where it did."""
+
+    def __init__(self, limit: int, document: int, documents: int) -> None:
+        self.limit, self.document, self.documents = limit, document, documents
+        super().__init__(
+            f"the prompts exceed {limit} tokens by document {document} of {documents}; "
+            "send fewer documents, or cut them shorter"
+        )
 
 
 class ModelLoadError(ERankError, OSError):

@@ -19,7 +19,7 @@ from erank.engines import Engine, create_engine
 from erank.errors import InputError
 from erank.methods import Method, check_method_kwargs, create_method
 from erank.models import default_method_settings
-from erank.types import RerankResult
+from erank.types import Prepared, RerankRequest, RerankResult, Unit
 
 __all__ = ["Reranker", "load_reranker"]
 
@@ -90,6 +90,16 @@ class Reranker:
         """True when each document's score is independent of the others (``Method.pointwise``)."""
         return self.method.pointwise
 
+    @property
+    def method_name(self) -> str:
+        return self.method.name
+
+    @property
+    def score_scale(self) -> float | None:
+        """What a score is divided by for a 0..1 relevance (ERank: its scale, 10); ``None`` where
+        the method's scores have no fixed top."""
+        return self.method.score_scale
+
     def identity(self) -> dict[str, Any]:
         """What determines the scores: model, engine, method, mode and the method's arguments
         (:meth:`erank.methods.Method.identity`); the key of the evaluation score cache."""
@@ -108,6 +118,69 @@ class Reranker:
         return self.method.rerank(
             query, docs, instruction, truncate_length=truncate_length, return_reasoning=return_reasoning
         )
+
+    # ------------------------------------------------------------------ batching
+    def prepare(
+        self,
+        query: str,
+        docs: Sequence[Any],
+        instruction: str | None = None,
+        truncate_length: int | None = 2048,
+        *,
+        return_reasoning: bool = False,
+        instruction_tokens: int | None = None,
+        max_prompt_tokens: int | None = None,
+    ) -> Prepared:
+        """Validate one query and cut its work into units (:meth:`erank.methods.Method.prepare`).
+
+        With :meth:`run` and :meth:`finish`, for callers that batch the units of several queries
+        into one model call (the HTTP server); :meth:`score_many` does all three.
+        """
+        return self.method.prepare(
+            query,
+            docs,
+            instruction,
+            truncate_length=truncate_length,
+            return_reasoning=return_reasoning,
+            instruction_tokens=instruction_tokens,
+            max_prompt_tokens=max_prompt_tokens,
+        )
+
+    def run(self, units: Sequence[Unit]) -> list[Any]:
+        """The results of units of any queries prepared by this reranker, in one model call where
+        the method can split a query (ERank), one query after another otherwise."""
+        return self.method.run(units)
+
+    def finish(self, prepared: Prepared, results: Sequence[Any]) -> RerankResult:
+        """The :class:`RerankResult` of a prepared query from the results of its units."""
+        return self.method.finish(prepared, results)
+
+    def score_many(self, requests: Sequence[RerankRequest]) -> list[RerankResult]:
+        """Score several queries with their units in one :meth:`run` (one model call for ERank).
+
+        >>> from erank import RerankRequest, Reranker                            # doctest: +SKIP
+        >>> r = Reranker(mode="direct")                                          # doctest: +SKIP
+        >>> [res.ranking for res in r.score_many([RerankRequest("rust", ["Rust.", "Tea."]),
+        ...                                        RerankRequest("tea", ["Rust.", "Tea."])])]  # doctest: +SKIP
+        [[0, 1], [1, 0]]
+        """
+        prepared = [
+            self.prepare(
+                r.query,
+                r.documents,
+                r.instruction,
+                r.truncate_length,
+                return_reasoning=r.return_reasoning,
+            )
+            for r in requests
+        ]
+        results = self.run([u for p in prepared for u in p.units])
+        out: list[RerankResult] = []
+        at = 0
+        for p in prepared:
+            out.append(self.finish(p, results[at : at + len(p.units)]))
+            at += len(p.units)
+        return out
 
     def rerank(
         self,

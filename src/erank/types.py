@@ -7,13 +7,24 @@ serialised (``dataclasses.asdict``) for JSON output, serving and batch jobs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from erank.errors import InputError
 
-__all__ = ["Document", "DocumentScore", "RerankResult", "Scorer", "Usage", "to_documents"]
+__all__ = [
+    "Document",
+    "DocumentScore",
+    "Prepared",
+    "RerankRequest",
+    "RerankResult",
+    "Scorer",
+    "Unit",
+    "Usage",
+    "to_documents",
+]
 
 
 @dataclass
@@ -119,6 +130,56 @@ class RerankResult:
                 d["expected_score"] = sc.expected_score
             out.append(d)
         return out
+
+
+@dataclass
+class Unit:
+    """One piece of model work: what :meth:`Method.run` takes, from any query of one method.
+
+    ``payload`` is the method's own (a tokenised prompt for ERank; the whole query for a method
+    that cannot split); callers only pass it on. ``weight`` is its prompt tokens: exact when
+    ``Prepared.exact_tokens`` is true, else an upper bound (one token per byte of text), so a
+    batcher can bound the tokens of one call either way.
+    """
+
+    payload: Any
+    weight: int
+    return_reasoning: bool = False
+
+
+@dataclass
+class Prepared:
+    """One query ready to run: its validated inputs and its units (:meth:`Method.prepare`)."""
+
+    query: str
+    instruction: str
+    documents: list[Document]
+    truncate_length: int | None
+    return_reasoning: bool
+    units: list[Unit] = field(default_factory=list)
+    #: per document, whether its text was cut (known before running for methods that split)
+    truncated: list[bool] = field(default_factory=list)
+    #: whether the caller's instruction was cut to ``instruction_tokens``
+    instruction_truncated: bool = False
+    #: whether the units' weights are their exact prompt tokens
+    exact_tokens: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        """The prompt tokens of all units when known before running, else ``None``."""
+        return sum(u.weight for u in self.units) if self.exact_tokens else None
+
+
+@dataclass
+class RerankRequest:
+    """One query to score (:meth:`erank.Reranker.score_many`): the arguments of ``score``."""
+
+    query: str
+    documents: Sequence[Any]
+    instruction: str | None = None
+    truncate_length: int | None = 2048
+    return_reasoning: bool = False
 
 
 @runtime_checkable

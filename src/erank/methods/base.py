@@ -1,8 +1,19 @@
-"""What every ranking method shares: input validation, truncation, result assembly.
+"""What every ranking method shares: input validation, truncation, result assembly, batching.
 
 A method turns (query, documents, instruction) into a :class:`~erank.types.RerankResult` using an
 :class:`~erank.engines.base.Engine`. Methods build prompts and parse outputs; they never touch
 torch or an HTTP client directly.
+
+Every rerank runs in three steps, public so that a caller can batch the work of several queries
+into one engine call (the HTTP server's queue, :meth:`erank.Reranker.score_many`):
+
+1. :meth:`Method.prepare` validates the inputs and cuts them into :class:`Unit` s of model work
+   (one tokenised prompt per document for a pointwise method that can split; one unit for the
+   whole query otherwise);
+2. :meth:`Method.run` runs units of any queries, in one engine call where the method can;
+3. :meth:`Method.finish` assembles one query's unit results into its :class:`RerankResult`.
+
+:meth:`Method.rerank` is exactly ``finish(prepared, run(prepared.units))``.
 """
 
 from __future__ import annotations
@@ -11,16 +22,32 @@ import functools
 import hashlib
 import inspect
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from erank.engines.base import Engine
-from erank.errors import InputError
+from erank.errors import InputError, PromptBudgetError
 from erank.prompts import resolve_instruction
-from erank.types import Document, DocumentScore, RerankResult, Usage, ranking_from_scores, to_documents
+from erank.types import (
+    Document,
+    DocumentScore,
+    Prepared,
+    RerankResult,
+    Unit,
+    Usage,
+    ranking_from_scores,
+    to_documents,
+)
 
-__all__ = ["Method", "validate_query", "validate_truncate_length", "Truncator"]
+__all__ = [
+    "Method",
+    "Prepared",
+    "PromptBudgetError",
+    "Truncator",
+    "Unit",
+    "validate_query",
+    "validate_truncate_length",
+]
 
 
 def validate_query(query: Any) -> str:
@@ -66,6 +93,12 @@ class Truncator:
         return self.tok.decode(ids[:n]), True
 
 
+def _byte_bound(text: str, n: int | None) -> int:
+    """An upper bound of the tokens of ``text`` cut to ``n``: every token covers at least a byte."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return size if n is None else min(size, n)
+
+
 def _plain(value: Any) -> Any:
     """A JSON-friendly, short form of a constructor argument (long texts as a hash)."""
     if value is None or isinstance(value, (bool, int, float)):
@@ -108,7 +141,7 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-class Method(ABC):
+class Method:
     """A ranking paradigm (ERank pointwise, yes/no, listwise, pairwise, setwise...)."""
 
     name: str = "method"
@@ -154,6 +187,84 @@ class Method(ABC):
             ident["prompt"] = hashlib.sha256(template.encode()).hexdigest()[:16]
         return ident
 
+    @property
+    def score_scale(self) -> float | None:
+        """What a score is divided by for a 0..1 relevance where the scores have a fixed top
+        (ERank's ``rank_score``: its ``scale``, 10), else ``None`` (the scores are used as they are)."""
+        return None
+
+    # ------------------------------------------------------------------ the three steps
+    def prepare(
+        self,
+        query: str,
+        documents: Sequence[Any],
+        instruction: str | None = None,
+        *,
+        truncate_length: int | None = 2048,
+        return_reasoning: bool = False,
+        instruction_tokens: int | None = None,
+        max_prompt_tokens: int | None = None,
+    ) -> Prepared:
+        """Validate the inputs and cut the query's work into units (step 1 of 3).
+
+        Args:
+            instruction_tokens: cut the instruction to this many tokens
+                (``Prepared.instruction_truncated`` says whether it was).
+            max_prompt_tokens: raise :class:`PromptBudgetError` as soon as the query's prompts pass
+                this many tokens; checked where the tokens are known before running
+                (``Prepared.exact_tokens``), by methods that split into prompts.
+        """
+        prepared = self._begin(query, documents, instruction, truncate_length, return_reasoning)
+        if instruction_tokens is not None:
+            prepared.instruction, prepared.instruction_truncated = self.truncate(
+                prepared.instruction, instruction_tokens
+            )
+        if prepared.documents:
+            self._split(prepared, max_prompt_tokens)
+        return prepared
+
+    def run(self, units: Sequence[Unit]) -> list[Any]:
+        """The results of ``units`` of any queries of this method, in order (step 2 of 3).
+
+        The default runs each unit, a whole query, on its own (an error of one query is raised by
+        its own :meth:`finish`, so the other queries of a batch are not lost); a method that splits
+        (:class:`~erank.methods.erank.ERankMethod`) runs all its units in one engine call.
+        """
+        out: list[Any] = []
+        for unit in units:
+            self.last_counters = {}
+            try:
+                scores, usage = self._score(*unit.payload)
+            except Exception as exc:  # noqa: BLE001 - raised by finish, for its own query only
+                out.append(exc)
+                continue
+            out.append((scores, usage, dict(self.last_counters)))
+        return out
+
+    def finish(self, prepared: Prepared, results: Sequence[Any]) -> RerankResult:
+        """One query's :class:`RerankResult` from the results of its units (step 3 of 3)."""
+        if len(results) != len(prepared.units):
+            raise InputError(f"{len(results)} results for {len(prepared.units)} units")
+        if prepared.units:
+            scores, usage = self._collect(prepared, results)
+        else:
+            scores, usage = [], Usage()
+            self.last_counters = {}
+        usage.seconds = time.perf_counter() - prepared.started
+        usage.unparsed = sum(1 for s in scores if not s.parsed)
+        usage.truncated_documents = sum(1 for s in scores if s.truncated)
+        return RerankResult(
+            query=prepared.query,
+            instruction=prepared.instruction,
+            documents=prepared.documents,
+            scores=scores,
+            ranking=self._ranking(scores),
+            usage=usage,
+            method=self.name,
+            model=self.engine.model_name,
+            mode=self.mode,
+        )
+
     def rerank(
         self,
         query: str,
@@ -164,31 +275,53 @@ class Method(ABC):
         return_reasoning: bool = False,
     ) -> RerankResult:
         """Score and order ``documents`` for ``query``; see :class:`~erank.types.RerankResult`."""
+        prepared = self.prepare(
+            query,
+            documents,
+            instruction,
+            truncate_length=truncate_length,
+            return_reasoning=return_reasoning,
+        )
+        return self.finish(prepared, self.run(prepared.units))
+
+    # ------------------------------------------------------------------ hooks
+    def _begin(
+        self,
+        query: Any,
+        documents: Sequence[Any],
+        instruction: str | None,
+        truncate_length: Any,
+        return_reasoning: bool,
+    ) -> Prepared:
+        """The validated inputs, no units yet."""
         query = validate_query(query)
         n = validate_truncate_length(truncate_length)
         docs = to_documents(documents)
         instr = resolve_instruction(instruction, self.default_instruction)
-        start = time.perf_counter()
-        self.last_counters = {}
-        if not docs:
-            scores: list[DocumentScore] = []
-            usage = Usage()
-        else:
-            scores, usage = self._score(query, docs, instr, n, return_reasoning)
-        usage.seconds = time.perf_counter() - start
-        usage.unparsed = sum(1 for s in scores if not s.parsed)
-        usage.truncated_documents = sum(1 for s in scores if s.truncated)
-        return RerankResult(
+        return Prepared(
             query=query,
             instruction=instr,
             documents=docs,
-            scores=scores,
-            ranking=self._ranking(scores),
-            usage=usage,
-            method=self.name,
-            model=self.engine.model_name,
-            mode=self.mode,
+            truncate_length=n,
+            return_reasoning=return_reasoning,
         )
+
+    def _split(self, prepared: Prepared, max_prompt_tokens: int | None) -> None:
+        """Fill ``prepared.units``. The default: one unit, the whole query, weighted by a bound of
+        its tokens (``max_prompt_tokens`` is not checked: the tokens are not known yet)."""
+        n = prepared.truncate_length
+        weight = _byte_bound(prepared.query, n) + sum(_byte_bound(d.content, n) for d in prepared.documents)
+        p = prepared
+        payload = (p.query, p.documents, p.instruction, n, p.return_reasoning)
+        p.units = [Unit(payload=payload, weight=weight, return_reasoning=p.return_reasoning)]
+
+    def _collect(self, prepared: Prepared, results: Sequence[Any]) -> tuple[list[DocumentScore], Usage]:
+        """Per-document scores in input order and the usage, from the units' results."""
+        if isinstance(results[0], Exception):
+            raise results[0]
+        scores, usage, counters = results[0]
+        self.last_counters = dict(counters)
+        return scores, usage
 
     def _truncate_inputs(
         self, query: str, docs: list[Document], truncate_length: int | None
@@ -200,7 +333,6 @@ class Method(ABC):
     def _ranking(self, scores: list[DocumentScore]) -> list[int]:
         return ranking_from_scores([s.score for s in scores])
 
-    @abstractmethod
     def _score(
         self,
         query: str,
@@ -209,4 +341,7 @@ class Method(ABC):
         truncate_length: int | None,
         return_reasoning: bool,
     ) -> tuple[list[DocumentScore], Usage]:
-        """Per-document scores in input order, and the usage."""
+        """Per-document scores in input order, and the usage, for one whole query (``docs`` not
+        empty). Every method implements it, or overrides :meth:`_split`, :meth:`run` and
+        :meth:`_collect` to split a query into smaller units."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _score nor _split/run/_collect")

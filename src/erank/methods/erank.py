@@ -17,14 +17,15 @@ Two modes, one scoring rule:
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest
-from erank.errors import InputError
+from erank.errors import InputError, PromptBudgetError
 from erank.methods.base import Method
 from erank.prompts import render_template, template_text
 from erank.scoring import ScoreTokens, expected_score, label_probabilities, parse_answer, rank_score
-from erank.types import Document, DocumentScore, Usage
+from erank.types import DocumentScore, Prepared, Unit, Usage
 
 __all__ = ["ERankMethod", "DIRECT_SUFFIX", "ANSWER_STOP"]
 
@@ -99,51 +100,53 @@ class ERankMethod(Method):
             text += DIRECT_SUFFIX
         return text
 
+    @property
+    def score_scale(self) -> float | None:
+        return float(self.scale)
+
     # ------------------------------------------------------------------ scoring
-    def _score(
-        self,
-        query: str,
-        docs: list[Document],
-        instruction: str,
-        truncate_length: int | None,
-        return_reasoning: bool,
-    ) -> tuple[list[DocumentScore], Usage]:
-        q, _ = self.truncate(query, truncate_length)
-        prompts: list[list[int]] = []
-        truncated: list[bool] = []
-        for d in docs:
-            text, cut = self.truncate(d.content, truncate_length)
-            truncated.append(cut)
-            prompts.append(self.engine.tokenizer.encode_prompt(self.build_prompt(q, text, instruction)))
-        usage = Usage(model_calls=len(docs), prompt_tokens=sum(len(p) for p in prompts))
-        if self._mode == "direct":
-            scores = self._score_direct(prompts)
-        else:
-            scores = self._score_reasoning(prompts, return_reasoning)
-            usage.generated_tokens = sum(s.generated_tokens for s in scores)
-        for i, s in enumerate(scores):
-            s.index = i
-            s.truncated = truncated[i]
-            s.prompt_tokens = len(prompts[i])
-        return scores, usage
+    def _split(self, prepared: Prepared, max_prompt_tokens: int | None) -> None:
+        """One unit per document: its rendered, tokenised prompt (weight: its exact length)."""
+        n = prepared.truncate_length
+        q, _ = self.truncate(prepared.query, n)
+        encode = self.engine.tokenizer.encode_prompt
+        total = 0
+        for i, d in enumerate(prepared.documents):
+            text, cut = self.truncate(d.content, n)
+            ids = encode(self.build_prompt(q, text, prepared.instruction))
+            total += len(ids)
+            if max_prompt_tokens is not None and total > max_prompt_tokens:
+                raise PromptBudgetError(max_prompt_tokens, i, len(prepared.documents))
+            prepared.truncated.append(cut)
+            prepared.units.append(
+                Unit(payload=ids, weight=len(ids), return_reasoning=prepared.return_reasoning)
+            )
+        prepared.exact_tokens = True
 
-    def score_prompts(self, prompts: list[list[int]], return_reasoning: bool = False) -> list[DocumentScore]:
-        """Score already rendered and tokenised prompts (pairs of any queries) in one engine call.
-
-        The hook for callers that batch pairs from several queries together (the HTTP server's
-        micro-batching queue). Build each prompt with :meth:`build_prompt` and
-        ``engine.tokenizer.encode_prompt``. Returned scores have ``index`` 0 and
-        ``prompt_tokens`` set; the caller assigns indices and truncation flags.
-        """
+    def run(self, units: Sequence[Unit]) -> list[DocumentScore]:
+        """Score the prompts of any queries in one engine call: one :class:`DocumentScore` per unit,
+        ``index`` 0 and ``prompt_tokens`` set (:meth:`finish` assigns the rest)."""
+        prompts: list[list[int]] = [u.payload for u in units]
         if not prompts:
             return []
         if self._mode == "direct":
             scores = self._score_direct(prompts)
         else:
-            scores = self._score_reasoning(prompts, return_reasoning)
+            scores = self._score_reasoning(prompts, [u.return_reasoning for u in units])
         for s, p in zip(scores, prompts, strict=True):
             s.prompt_tokens = len(p)
         return scores
+
+    def _collect(self, prepared: Prepared, results: Sequence[Any]) -> tuple[list[DocumentScore], Usage]:
+        scores: list[DocumentScore] = list(results)
+        for i, s in enumerate(scores):
+            s.index = i
+            s.truncated = prepared.truncated[i]
+        usage = Usage(model_calls=len(scores), prompt_tokens=sum(s.prompt_tokens for s in scores))
+        if self._mode != "direct":
+            usage.generated_tokens = sum(s.generated_tokens for s in scores)
+        self.last_counters = {}
+        return scores, usage
 
     def _score_direct(self, prompts: list[list[int]]) -> list[DocumentScore]:
         st = self.score_tokens
@@ -168,7 +171,7 @@ class ERankMethod(Method):
             )
         return out
 
-    def _score_reasoning(self, prompts: list[list[int]], return_reasoning: bool) -> list[DocumentScore]:
+    def _score_reasoning(self, prompts: list[list[int]], return_reasoning: list[bool]) -> list[DocumentScore]:
         reqs = [
             GenerateRequest(
                 prompt_ids=p,
@@ -180,8 +183,8 @@ class ERankMethod(Method):
         ]
         gens = self.engine.generate(reqs)
         out = []
-        for p, g in zip(prompts, gens, strict=True):
-            out.append(self._score_generation(p, g, return_reasoning))
+        for p, g, keep in zip(prompts, gens, return_reasoning, strict=True):
+            out.append(self._score_generation(p, g, keep))
         return out
 
     def _score_generation(

@@ -14,34 +14,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import threading
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from erank.errors import ERankError, InputError, MissingExtraError, require
-from erank.models import DEFAULT_MODEL
-from erank.serving.batcher import BatcherStoppedError, MicroBatcher, QueueFullError
+from erank.errors import MissingExtraError, require
+from erank.serving.checks import (
+    FREE_TEXT_PATTERN,
+    _check_instruction,
+    _check_query,
+    _document_out,
+    _document_texts,
+    _instruction_warning,
+    _max_tokens,
+    _top_n,
+    _truncation_warning,
+    check_strings,
+    check_text,
+)
 from erank.serving.errors import ERROR_KIND_KEY, ClientGone, HTTPError, error_body, json_bytes
 from erank.serving.guard import Guard
 from erank.serving.metrics import ServeMetrics
 from erank.serving.schemas import (
-    CohereDocument,
     CohereRerankRequest,
     CohereRerankResponse,
     ErrorBody,
     HealthResponse,
     ModelsResponse,
     ReadyResponse,
-    ScoreDocument,
     ScoreRequest,
     ScoreResponse,
     TEIRerankItem,
     TEIRerankRequest,
 )
+from erank.serving.service import RerankService
 from erank.serving.settings import ServeSettings
 from erank.types import DocumentScore, ranking_from_scores
 
@@ -53,473 +59,6 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 __all__ = ["create_app", "RerankService", "HTTPError", "check_strings", "check_text"]
 
 logger = logging.getLogger(__name__)
-
-#: Names a request's ``model`` may always give for "the model this server runs".
-GENERIC_MODEL_NAMES = ("erank", "default")
-
-
-# ---------------------------------------------------------------------------------------- service
-@dataclass
-class Prepared:
-    """A request's pairs, ready for the model."""
-
-    items: list[Any]
-    key: Any
-    truncated: list[bool]
-    prompt_tokens: int
-    weights: list[int] | None = None
-    instruction_truncated: bool = False
-
-
-class RerankService:
-    """The model, its micro-batching queue and the per-request work around them.
-
-    Args:
-        settings: limits and batching parameters.
-        reranker: an already built :class:`~erank.reranker.Reranker`; if ``None`` one is built from
-            ``settings`` in a background thread at startup (``/ready`` says when it is loaded).
-    """
-
-    def __init__(
-        self, settings: ServeSettings, reranker: Any = None, metrics: ServeMetrics | None = None
-    ) -> None:
-        self.settings = settings
-        self.metrics = metrics or ServeMetrics()
-        self.reranker: Any = None
-        self.load_error: str | None = None
-        self.batcher: MicroBatcher[Any, Any] | None = None
-        #: requests admitted to the rerank endpoints and not answered yet (the guard counts them)
-        self.admitted = 0
-        #: set by the first SIGTERM: /ready answers 503 and new rerank requests are refused
-        self.draining = False
-        self._ready = threading.Event()
-        self._given = reranker
-        self.metrics.track_queue(
-            lambda: float(self.batcher.outstanding if self.batcher else 0),
-            lambda: float(self.batcher.pending_items if self.batcher else 0),
-        )
-
-    # ---------------------------------------------------------------- lifecycle
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
-    @property
-    def model_name(self) -> str:
-        if self.settings.served_model_name:
-            return self.settings.served_model_name
-        if self.reranker is not None:
-            return str(self.reranker.model_name)
-        return str(self.settings.model or DEFAULT_MODEL)
-
-    def model_names(self) -> list[str]:
-        """Every name a request's ``model`` may give: the served name, the name the server was
-        started with (``--model``, its folder or file name), ``--model-alias`` names, and the
-        generic ``erank`` and ``default``."""
-        names = [self.model_name, *GENERIC_MODEL_NAMES, *self.settings.model_names()]
-        if self.reranker is not None:
-            names.append(str(self.reranker.model_name))
-        given = self.settings.model
-        if given is None:
-            if self._given is None:  # the embedded default is what loads
-                names.append(DEFAULT_MODEL)
-        else:
-            names.append(given)
-            tail = given.rstrip("/").rsplit("/", 1)[-1]
-            names += [tail, tail.removesuffix(".gguf")]
-        return list(dict.fromkeys(n for n in names if n))
-
-    def check_model(self, name: str | None) -> None:
-        """A 404 for a ``model`` this server does not run (unless ``allow_any_model``)."""
-        if name is None or self.settings.allow_any_model or name in self.model_names():
-            return
-        raise HTTPError(
-            404,
-            "model_not_found",
-            f"model {name!r} is not served here; this server runs {self.model_name!r} "
-            f"(accepted names: {', '.join(repr(n) for n in self.model_names())}; start it with "
-            "--allow-any-model to accept any name)",
-            field="model",
-        )
-
-    def begin_drain(self) -> None:
-        """Refuse new work and report not ready; what was admitted finishes."""
-        self.draining = True
-        self.metrics.ready.set(0)
-
-    def start(self) -> None:
-        """Load the model (in a thread unless one was given), then start the worker."""
-        if self._given is not None:
-            self._activate(self._given)
-            return
-        threading.Thread(target=self._load, name="erank-model-loader", daemon=True).start()
-
-    def _load(self) -> None:
-        s = self.settings
-        try:
-            logger.info(
-                "loading model %s (engine %s, method %s, mode %s)",
-                s.model or "default",
-                s.engine,
-                s.method,
-                s.mode or "default",
-            )
-            reranker = s.load_reranker()
-        except Exception as exc:  # noqa: BLE001 - reported by /ready and the log
-            self.load_error = f"{type(exc).__name__}: {exc}"
-            logger.error("could not load the model: %s", self.load_error)
-            return
-        self._activate(reranker)
-
-    def _activate(self, reranker: Any) -> None:
-        self.reranker = reranker
-        method = reranker.method
-        self.pairwise = hasattr(method, "score_prompts") and hasattr(method, "build_prompt")
-        self.scale = getattr(method, "scale", None)
-        s = self.settings
-        batch_tokens = s.max_batch_tokens or int(getattr(method.engine, "batch_tokens", 0) or 8192)
-        self.batcher = MicroBatcher(
-            self._score_items,
-            max_batch_items=s.max_batch_pairs if self.pairwise else max(1, s.max_batch_pairs // 16),
-            max_batch_weight=batch_tokens if self.pairwise else None,
-            max_wait_s=s.max_wait_ms / 1000.0,
-            max_queue=s.max_queue,
-            cross_request=s.cross_batching,
-            on_batch=self.metrics.observe_batch,
-        )
-        self.batcher.start()
-        self._ready.set()
-        self.metrics.ready.set(1)
-        logger.info(
-            "model %s ready (mode %s; at most %d prompt tokens per model call)",
-            reranker.model_name,
-            reranker.mode,
-            batch_tokens,
-        )
-
-    def stop(self) -> None:
-        """Finish the queued work, then release the model."""
-        self.metrics.ready.set(0)
-        if self.batcher is not None:
-            self.batcher.stop(timeout=self.settings.request_timeout_s)
-        if self.reranker is not None and self._given is None:
-            self.reranker.close()
-
-    # ---------------------------------------------------------------- work (threads)
-    def prepare(
-        self, query: str, texts: list[str], instruction: str | None, max_tokens: int, return_reasoning: bool
-    ) -> Prepared:
-        """Cut and tokenise every pair (runs in a thread pool, not on the event loop).
-
-        A request's own instruction is cut to ``max_instruction_tokens``; the request's prompt
-        tokens must stay within ``max_request_tokens`` (a 413 otherwise).
-        """
-        from erank.prompts import resolve_instruction
-
-        method = self.reranker.method
-        s = self.settings
-        instr = resolve_instruction(instruction or s.instruction, method.default_instruction)
-        instruction_cut = False
-        if instruction is not None:
-            instr, instruction_cut = method.truncate(instr, s.max_instruction_tokens)
-        if not self.pairwise:
-            item = (query, texts, instr, max_tokens, return_reasoning)
-            return Prepared(
-                items=[item],
-                key=("request", return_reasoning),
-                truncated=[False] * len(texts),
-                prompt_tokens=0,
-                instruction_truncated=instruction_cut,
-            )
-        tok = method.engine.tokenizer
-        q, _ = method.truncate(query, max_tokens)
-        prompts: list[list[int]] = []
-        truncated: list[bool] = []
-        total = 0
-        for i, text in enumerate(texts):
-            cut_text, cut = method.truncate(text, max_tokens)
-            truncated.append(cut)
-            prompt = tok.encode_prompt(method.build_prompt(q, cut_text, instr))
-            total += len(prompt)
-            if total > s.max_request_tokens:
-                raise HTTPError(
-                    413,
-                    "too_many_tokens",
-                    f"the request's prompts exceed {s.max_request_tokens} tokens (--max-request-tokens) by "
-                    f"document {i} of {len(texts)}; send fewer documents, or a smaller max_tokens_per_doc",
-                    field="documents",
-                )
-            prompts.append(prompt)
-        return Prepared(
-            items=prompts,
-            key=("pairs", return_reasoning),
-            truncated=truncated,
-            prompt_tokens=total,
-            weights=[len(p) for p in prompts],
-            instruction_truncated=instruction_cut,
-        )
-
-    def _score_items(self, items: list[Any], key: Any) -> list[Any]:
-        """The worker thread's scorer: one engine call for all pairs of the batch."""
-        method = self.reranker.method
-        kind, return_reasoning = key
-        if kind == "pairs":
-            return list(method.score_prompts(items, return_reasoning))
-        return [
-            method.rerank(query, texts, instr, truncate_length=n, return_reasoning=rr).scores
-            for query, texts, instr, n, rr in items
-        ]
-
-    # ---------------------------------------------------------------- one request
-    async def score(
-        self,
-        request: Any,
-        query: str,
-        texts: list[str],
-        instruction: str | None,
-        max_tokens: int,
-        return_reasoning: bool = False,
-    ) -> tuple[list[DocumentScore], int, bool]:
-        """Per-document scores (input order), the prompt tokens and whether the instruction was
-        cut, through the shared queue."""
-        if not self.ready or self.batcher is None:
-            if self.load_error:
-                raise HTTPError(503, "not_ready", f"the model failed to load: {self.load_error}")
-            raise HTTPError(
-                503, "not_ready", "the model is still loading; retry shortly", headers={"Retry-After": "5"}
-            )
-        try:
-            prep = await asyncio.to_thread(
-                self.prepare, query, texts, instruction, max_tokens, return_reasoning
-            )
-        except InputError as exc:
-            raise HTTPError(422, "invalid_input", str(exc), field="instruction") from exc
-        try:
-            job = self.batcher.submit(prep.items, prep.key, weights=prep.weights)
-        except QueueFullError as exc:
-            raise HTTPError(
-                429,
-                "queue_full",
-                f"{exc}; retry later",
-                headers={"Retry-After": str(self.settings.retry_after_s)},
-            ) from exc
-        except BatcherStoppedError as exc:
-            raise HTTPError(503, "shutting_down", str(exc)) from exc
-        watcher: asyncio.Future[Any] = asyncio.ensure_future(_wait_disconnect(request))
-        waiting: set[asyncio.Future[Any]] = {job.future, watcher}
-        try:
-            done, _ = await asyncio.wait(
-                waiting,
-                timeout=self.settings.request_timeout_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if job.future in done:
-                try:
-                    results = job.future.result()
-                except ERankError as exc:
-                    raise HTTPError(422, "invalid_input", str(exc)) from exc
-                except Exception as exc:  # noqa: BLE001 - the model failed: say so, keep serving
-                    raise HTTPError(
-                        500, "model_error", f"the model failed on this request: {type(exc).__name__}"
-                    ) from exc
-            else:
-                # Its pairs not yet in a model call are dropped now; a call already running is
-                # not interrupted, and it is bounded (max_batch_tokens).
-                self.batcher.cancel(job)
-                if watcher in done:
-                    raise ClientGone()
-                raise HTTPError(
-                    504,
-                    "timeout",
-                    f"the request took longer than {self.settings.request_timeout_s:g} s and was dropped",
-                )
-        finally:
-            watcher.cancel()
-        if prep.key[0] == "pairs":
-            scores: list[DocumentScore] = results
-        else:
-            scores = results[0]
-        for i, sc in enumerate(scores):
-            sc.index = i
-            if prep.key[0] == "pairs":
-                sc.truncated = prep.truncated[i]
-        tokens = prep.prompt_tokens or sum(s.prompt_tokens for s in scores)
-        return scores, tokens, prep.instruction_truncated
-
-    def relevance(self, score: float) -> float:
-        """A 0..1 relevance (Cohere, Jina, TEI without raw scores): ERank's rank_score / scale."""
-        if self.scale:
-            return max(0.0, min(1.0, score / float(self.scale)))
-        return score
-
-
-async def _wait_disconnect(request: Any) -> None:
-    """Returns when the client disconnects (the request body has been read already)."""
-    while True:
-        message = await request.receive()
-        if message.get("type") == "http.disconnect":
-            return
-
-
-# ---------------------------------------------------------------------------------------- checks
-def check_strings(value: Any, field: str) -> None:
-    """Every string in ``value`` (keys too, any depth) is valid Unicode: a lone UTF-16 surrogate
-    (``"\\ud800"`` in the JSON) is a 422 naming the field, wherever it sits."""
-    stack: list[tuple[Any, str]] = [(value, field)]
-    while stack:  # iterative: a deeply nested document object cannot exhaust the stack
-        item, where = stack.pop()
-        if isinstance(item, str):
-            _check_unicode(item, where)
-        elif isinstance(item, dict):
-            for k, v in item.items():
-                inner = f"{where}.{k}" if where else str(k)
-                _check_unicode(str(k), f"{inner} (a key)")
-                stack.append((v, inner))
-        elif isinstance(item, (list, tuple)):
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
-
-
-def _check_unicode(value: str, field: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise HTTPError(
-            422,
-            "invalid_input",
-            f"{field} is not valid Unicode (an unpaired surrogate at character {exc.start}); send valid UTF-8 text",
-            field=field.split(" ")[0],
-        ) from None
-
-
-def check_text(value: str, field: str, what: str) -> str:
-    """One rule for every text field: not empty, not whitespace only, valid Unicode."""
-    _check_unicode(value, field)
-    if not value.strip():
-        raise HTTPError(422, "invalid_input", f"{field} is empty; {what}", field=field)
-    return value
-
-
-def _check_query(query: str) -> str:
-    return check_text(query, "query", "send the text of the query")
-
-
-#: What an instruction name may hold; a text of these characters only must be a known name.
-INSTRUCTION_NAME = re.compile(r"[A-Za-z0-9_./\-]+")
-#: The schema's rule for free-text instructions: some character a name cannot hold.
-FREE_TEXT_PATTERN = r"[^A-Za-z0-9_./\s-]|\S\s+\S"
-
-
-def _check_instruction(instruction: str | None) -> str | None:
-    if instruction is None:
-        return None
-    check_text(instruction, "instruction", "leave it out for the server's default, or send its text")
-    from erank.prompts import instruction_names
-
-    key = instruction.strip()
-    if INSTRUCTION_NAME.fullmatch(key) and key not in instruction_names():
-        raise HTTPError(
-            422,
-            "invalid_input",
-            f"unknown instruction name {key!r}; known names: {', '.join(sorted(instruction_names()))} "
-            "(or pass the instruction as free text, several words)",
-            field="instruction",
-        )
-    return instruction
-
-
-def _document_texts(
-    documents: Sequence[str | CohereDocument | ScoreDocument],
-    settings: ServeSettings,
-    rank_fields: list[str] | None = None,
-    warnings: list[str] | None = None,
-) -> list[str]:
-    if len(documents) > settings.max_documents:
-        raise HTTPError(
-            413,
-            "too_many_documents",
-            f"{len(documents)} documents in one request; the limit is {settings.max_documents} "
-            "(split the request, or start the server with a larger --max-documents)",
-            field="documents",
-        )
-    if not documents:
-        raise HTTPError(
-            422, "invalid_input", "documents is empty; send at least one document", field="documents"
-        )
-    texts: list[str] = []
-    fallback: list[int] = []
-    for i, d in enumerate(documents):
-        field = f"documents[{i}]"
-        if isinstance(d, str):
-            texts.append(check_text(d, field, "remove it or send its text"))
-            continue
-        values: dict[str, Any] = dict(d.model_extra or {})
-        # A Cohere object's fields are all text that rank_fields may name; an erank object's
-        # other keys are metadata, returned as they came.
-        texts_of = list(values) if isinstance(d, CohereDocument) else []
-        for name in ("text", "content"):
-            if getattr(d, name, None) is not None:
-                values[name] = getattr(d, name)
-                texts_of.append(name)
-        for key in texts_of:
-            check_text(values[key], f"{field}.{key}", "remove the field or send its text")
-        text: str | None = None
-        if rank_fields:
-            lines = [f"{k}: {values[k]}" for k in rank_fields if isinstance(values.get(k), str)]
-            if lines:
-                text = "\n".join(lines)
-            else:
-                fallback.append(i)
-        if text is None:
-            text = values.get("text") if values.get("text") is not None else values.get("content")
-        if text is None:
-            wanted = (
-                f"none of the rank_fields {rank_fields} and no 'text'" if rank_fields else "a 'text' string"
-            )
-            raise HTTPError(
-                422, "invalid_input", f"{field} is an object without {wanted}", field=field + ".text"
-            )
-        texts.append(text)
-    if fallback and warnings is not None and rank_fields:
-        shown = fallback[:20]
-        more = "" if len(fallback) <= 20 else f" and {len(fallback) - 20} more"
-        warnings.append(
-            f"documents {shown}{more} have none of the rank_fields {rank_fields}; their text was ranked"
-        )
-    return texts
-
-
-def _max_tokens(requested: int | None, settings: ServeSettings) -> int:
-    return settings.max_tokens_per_doc if requested is None else min(requested, settings.max_tokens_per_doc)
-
-
-def _top_n(top_n: int | None, count: int, warnings: list[str]) -> int:
-    if top_n is None:
-        return count
-    if top_n > count:
-        warnings.append(f"top_n={top_n} is larger than the {count} documents; all {count} are returned")
-        return count
-    return top_n
-
-
-def _truncation_warning(truncated: list[bool], max_tokens: int, warnings: list[str]) -> None:
-    cut = [i for i, t in enumerate(truncated) if t]
-    if cut:
-        shown = cut[:20]
-        more = "" if len(cut) <= 20 else f" and {len(cut) - 20} more"
-        warnings.append(f"documents {shown}{more} were truncated to {max_tokens} tokens")
-
-
-def _instruction_warning(cut: bool, settings: ServeSettings, warnings: list[str]) -> None:
-    if cut:
-        warnings.append(
-            f"the instruction was cut to {settings.max_instruction_tokens} tokens (--max-instruction-tokens)"
-        )
-
-
-def _document_out(d: str | CohereDocument | ScoreDocument) -> dict[str, Any]:
-    if isinstance(d, str):
-        return {"text": d}
-    return d.model_dump(exclude_none=True)
 
 
 # ---------------------------------------------------------------------------------------- app
@@ -836,7 +375,7 @@ def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> A
         return {
             "id": str(uuid.uuid4()),
             "model": service.model_name,
-            "method": reranker_.method.name,
+            "method": reranker_.method_name,
             "mode": reranker_.mode,
             "ranking": ranking,
             "results": results,
