@@ -1,7 +1,8 @@
 """A small validation nDCG@10 on the held-out split (``eval.jsonl`` of ``erank train data``).
 
-Each held-out query's first-stage candidates (top ``candidates``) are reranked with the ERank
-method on an engine, and nDCG@10 (trec_eval's ``ndcg_cut.10``, via ``ir_measures``) is computed
+Each held-out query's first-stage candidates (top ``candidates``) are reranked by a reranker
+(:func:`evaluate_reranker`; ERank on the engine of the model being trained:
+:func:`evaluate_engine`), and nDCG@10 (trec_eval's ``ndcg_cut.10``, via ``ir_measures``) is computed
 against the query's judgements, next to the first stage's own nDCG@10 on the same candidates.
 
 >>> from erank.training.evaluate import evaluate_model      # doctest: +SKIP
@@ -19,8 +20,9 @@ from typing import Any
 
 from erank.errors import InputError
 from erank.training.data import read_jsonl
+from erank.types import Scorer
 
-__all__ = ["ndcg_at_10", "evaluate_engine", "evaluate_model"]
+__all__ = ["ndcg_at_10", "evaluate_engine", "evaluate_model", "evaluate_reranker"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,28 +68,56 @@ def evaluate_engine(
     alpha: float = 0.2,
     template: str | None = None,
 ) -> dict[str, Any]:
-    """Rerank the eval split with ERank on ``engine``; nDCG@10 of the reranking and of the first stage.
+    """:func:`evaluate_reranker` with ERank (rule ``s x P(s)``) on ``engine``: the model being
+    trained, in eval mode for the duration (and back in train mode after, if it was)."""
+    from erank.reranker import Reranker
+
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be between 0 and 1, got {alpha}")
+    # rule s x P(s) for ``ndcg@10`` whatever the model's presets; the expected score is reported beside it
+    reranker = Reranker(engine=engine, mode=mode, template=template, rule="label_prob")
+    model = getattr(engine, "model", None)
+    was_training = bool(getattr(model, "training", False))
+    if model is not None:
+        model.eval()
+    try:
+        return evaluate_reranker(
+            reranker,
+            eval_rows,
+            max_queries=max_queries,
+            candidates=candidates,
+            truncate_length=truncate_length,
+            alpha=alpha,
+        )
+    finally:
+        if model is not None and was_training:
+            model.train()
+
+
+def evaluate_reranker(
+    reranker: Scorer,
+    eval_rows: list[dict[str, Any]] | str | Path,
+    *,
+    max_queries: int | None = None,
+    candidates: int = 10,
+    truncate_length: int | None = 2048,
+    alpha: float = 0.2,
+) -> dict[str, Any]:
+    """Rerank the eval split with ``reranker``; nDCG@10 of the reranking and of the first stage.
 
     Also ``hybrid_ndcg@10`` (spec 2.4: ``alpha`` x z(first-stage score) + (1 - alpha) x
     z(rank_score) per query; documents without a first-stage ``score`` use their reversed rank) and
     ``label0_share``, the share of documents whose parsed label is 0 (rank_score exactly 0, so a
-    model that answers 0 to everything keeps the input order). In ``direct`` mode also
-    ``expected_ndcg@10``: the ranking by the expected score sum_s s x P(s) of the same
-    distributions, a diagnostic (not ERank's rule) that shows whether a model whose most probable
-    label is 0 everywhere still orders documents by its probabilities.
+    model that answers 0 to everything keeps the input order). Where the scores carry their
+    distributions (ERank ``direct``) also ``expected_ndcg@10``: the ranking by the expected score
+    sum_s s x P(s) of the same distributions, a diagnostic (not ERank's rule) that shows whether a
+    model whose most probable label is 0 everywhere still orders documents by its probabilities.
     """
-    from erank.methods.erank import ERankMethod
     from erank.scoring import hybrid_scores
 
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must be between 0 and 1, got {alpha}")
     rows = _rows(eval_rows, max_queries)
-    # rule s x P(s) for ``ndcg@10``; the expected-score rule is reported beside it
-    method = ERankMethod(engine, mode=mode, template=template)  # type: ignore[arg-type]
-    model = getattr(engine, "model", None)
-    was_training = bool(getattr(model, "training", False))
-    if model is not None:
-        model.eval()
     t0 = time.time()
     qrels: dict[str, dict[str, int]] = {}
     run: dict[str, dict[str, float]] = {}
@@ -97,50 +127,46 @@ def evaluate_engine(
     hybrid_expected: dict[str, dict[str, float]] = {}
     pairs = label0 = 0
     labels: Counter[int] = Counter()
-    try:
-        for r in rows:
-            cands = r["candidates"][:candidates]
-            if not cands:
-                continue
-            res = method.rerank(
-                r["query"], [c["content"] for c in cands], r["instruction"], truncate_length=truncate_length
-            )
-            qid = str(r["qid"])
-            qrels[qid] = {str(d): int(g) for d, g in r["qrels"].items()}
-            n = len(cands)
-            run[qid] = {str(cands[i]["docid"]): float(n - pos) for pos, i in enumerate(res.ranking)}
-            first[qid] = {str(c["docid"]): float(n - i) for i, c in enumerate(cands)}
-            fused = hybrid_scores(
+    for r in rows:
+        cands = r["candidates"][:candidates]
+        if not cands:
+            continue
+        res = reranker.score(
+            r["query"], [c["content"] for c in cands], r["instruction"], truncate_length=truncate_length
+        )
+        qid = str(r["qid"])
+        qrels[qid] = {str(d): int(g) for d, g in r["qrels"].items()}
+        n = len(cands)
+        run[qid] = {str(cands[i]["docid"]): float(n - pos) for pos, i in enumerate(res.ranking)}
+        first[qid] = {str(c["docid"]): float(n - i) for i, c in enumerate(cands)}
+        fused = hybrid_scores(
+            [
+                {"first_stage_score": float(c.get("score", n - i)), "rank_score": sc.score}
+                for i, (c, sc) in enumerate(zip(cands, res.scores, strict=True))
+            ],
+            alpha,
+            sort=False,
+        )
+        hybrid[qid] = {str(c["docid"]): f["hybrid_score"] for c, f in zip(cands, fused, strict=True)}
+        label0 += sum(1 for sc in res.scores if sc.label == 0)
+        labels.update(-1 if sc.label is None else sc.label for sc in res.scores)
+        if all(sc.expected_score is not None for sc in res.scores):
+            expected[qid] = {
+                str(c["docid"]): float(sc.expected_score or 0.0)
+                for c, sc in zip(cands, res.scores, strict=True)
+            }
+            fused_e = hybrid_scores(
                 [
-                    {"first_stage_score": float(c.get("score", n - i)), "rank_score": sc.score}
+                    {"first_stage_score": float(c.get("score", n - i)), "rank_score": sc.expected_score}
                     for i, (c, sc) in enumerate(zip(cands, res.scores, strict=True))
                 ],
                 alpha,
                 sort=False,
             )
-            hybrid[qid] = {str(c["docid"]): f["hybrid_score"] for c, f in zip(cands, fused, strict=True)}
-            label0 += sum(1 for sc in res.scores if sc.label == 0)
-            labels.update(-1 if sc.label is None else sc.label for sc in res.scores)
-            if all(sc.expected_score is not None for sc in res.scores):
-                expected[qid] = {
-                    str(c["docid"]): float(sc.expected_score or 0.0)
-                    for c, sc in zip(cands, res.scores, strict=True)
-                }
-                fused_e = hybrid_scores(
-                    [
-                        {"first_stage_score": float(c.get("score", n - i)), "rank_score": sc.expected_score}
-                        for i, (c, sc) in enumerate(zip(cands, res.scores, strict=True))
-                    ],
-                    alpha,
-                    sort=False,
-                )
-                hybrid_expected[qid] = {
-                    str(c["docid"]): f["hybrid_score"] for c, f in zip(cands, fused_e, strict=True)
-                }
-            pairs += n
-    finally:
-        if model is not None and was_training:
-            model.train()
+            hybrid_expected[qid] = {
+                str(c["docid"]): f["hybrid_score"] for c, f in zip(cands, fused_e, strict=True)
+            }
+        pairs += n
     extra = (
         {
             "expected_ndcg@10": ndcg_at_10(qrels, expected),
@@ -175,21 +201,23 @@ def evaluate_model(
     alpha: float = 0.2,
     engine: str = "transformers",
 ) -> dict[str, Any]:
-    """Load ``model`` (folder, GGUF, adapter folder, ``None`` = default) on ``engine`` and run
-    :func:`evaluate_engine`."""
+    """Load ``model`` (folder, GGUF, adapter folder, ``None`` = default) on ``engine`` as an ERank
+    :class:`~erank.Reranker` ranking by ``s x P(s)`` and run :func:`evaluate_reranker`."""
     from erank.reranker import Reranker
 
-    rr = Reranker(None if model is None else str(model), engine=engine, mode=mode, device=device)
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be between 0 and 1, got {alpha}")
+    rr = Reranker(
+        None if model is None else str(model), engine=engine, mode=mode, device=device, rule="label_prob"
+    )
     try:
-        return evaluate_engine(
-            rr.engine,
+        return evaluate_reranker(
+            rr,
             eval_rows,
             max_queries=max_queries,
             candidates=candidates,
             truncate_length=truncate_length,
-            mode=mode,
             alpha=alpha,
-            template=getattr(rr.method, "template", None),
         )
     finally:
         rr.close()

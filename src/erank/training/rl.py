@@ -62,7 +62,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -71,470 +70,25 @@ import torch
 
 from erank.errors import InputError
 from erank.progress import progress_bar
-from erank.scoring import ScoreTokens
 from erank.training.config import RLConfig
-from erank.training.rewards import compute_rewards, group_advantages
+from erank.training.grpo import (  # noqa: F401 - _query_rewards: tests reach it here
+    _direct_step,
+    _load_checkpoint,
+    _query_rewards,
+    _reasoning_step,
+    _save_checkpoint,
+)
+from erank.training.policy import (  # noqa: F401 - left_pad: the pointwise trainer imports it here
+    GRPOStepStats,
+    _Policy,
+    left_pad,
+    score_logprobs,
+)
 from erank.training.sampler import QueryGroupSampler
 
 __all__ = ["run_rl", "score_logprobs", "GRPOStepStats"]
 
 logger = logging.getLogger(__name__)
-
-#: The category index of an unparsable rollout (anything but a score string 0..10).
-UNPARSABLE = 11
-
-
-def score_logprobs(st: ScoreTokens, lp1: torch.Tensor, lp2: torch.Tensor | None) -> torch.Tensor:
-    """Log-probabilities of the 12 outcomes after ``<answer>``: scores 0..max, then "unparsable".
-
-    ``lp1``: log-softmax over the vocabulary at the answer position, shape ``(B, V)``; ``lp2``:
-    the same after the ``branch`` token ("1" of "10"), or None when every score is one token.
-    ``P("1") = P("1") (1 - P(second digit | "1"))`` as in :mod:`erank.scoring`. Differentiable.
-    """
-    cols = []
-    branch = st.branch
-    p2_total = None
-    if lp2 is not None and st.second_tokens:
-        p2_total = lp2[:, st.second_tokens].exp().sum(-1).clamp(max=1.0 - 1e-6)
-    for seq in st.sequences:
-        if len(seq) == 2:
-            assert lp2 is not None
-            cols.append(lp1[:, seq[0]] + lp2[:, seq[1]])
-        elif branch is not None and seq[0] == branch and p2_total is not None:
-            cols.append(lp1[:, seq[0]] + torch.log1p(-p2_total))
-        else:
-            cols.append(lp1[:, seq[0]])
-    lab = torch.stack(cols, dim=-1)
-    rest = (1.0 - lab.exp().sum(-1)).clamp(min=1e-8)
-    return torch.cat([lab, rest.log().unsqueeze(-1)], dim=-1)
-
-
-class GRPOStepStats(dict):  # type: ignore[type-arg]
-    """What one optimisation step logs (reward, KL, clip fraction, unparsable share...)."""
-
-
-def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-padded ``input_ids``, ``attention_mask`` and ``position_ids`` (0 at each row's first
-    real token) for a batch of token sequences: the one padding rule of the trainers."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        ids[r, width - len(s) :] = torch.tensor(s)
-        mask[r, width - len(s) :] = 1
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-class _Policy:
-    """The model, its reference, the score tokens and batched forward passes."""
-
-    def __init__(self, cfg: RLConfig, style: str = "direct") -> None:
-        from erank.training.data import PromptBuilder
-        from erank.training.sft import load_causal_lm
-
-        self.cfg = cfg
-        model, tok, self.location = load_causal_lm(cfg.model, bf16=cfg.bf16)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model.to(self.device)
-        self.tok = tok
-        self.ref: Any = None
-        if cfg.lora is not None:
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(
-                model,
-                LoraConfig(
-                    r=cfg.lora.r,
-                    lora_alpha=cfg.lora.alpha,
-                    lora_dropout=cfg.lora.dropout,
-                    target_modules=cfg.lora.target_modules,
-                    task_type="CAUSAL_LM",
-                ),
-            )
-        else:
-            self.ref = copy.deepcopy(model).eval()
-            for p in self.ref.parameters():
-                p.requires_grad_(False)
-        self.model = model
-        self.style = style
-        self.builder = PromptBuilder(tok, style, None)
-        self.direct_builder = self.builder if style == "direct" else PromptBuilder(tok, "direct", None)
-        self.st = ScoreTokens.from_tokenizer(self.builder.engine.tokenizer.encode, cfg.reward.max_score)
-        self.pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-        self.eos = int(tok.eos_token_id)
-
-    def trainable(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def _forward(self, net: Any, prompts: list[list[int]]) -> torch.Tensor:
-        branch = self.st.branch
-        seqs = [p + ([branch] if branch is not None else []) for p in prompts]
-        ids, mask, pos = left_pad(seqs, self.pad)
-        keep = 2 if branch is not None else 1
-        out = net(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=pos.to(self.device),
-            logits_to_keep=keep,
-            use_cache=False,
-        )
-        lp = torch.log_softmax(out.logits.float() / self.cfg.temperature, dim=-1)
-        return score_logprobs(self.st, lp[:, 0, :], lp[:, 1, :] if keep == 2 else None)
-
-    def policy_logprobs(self, prompts: list[list[int]]) -> torch.Tensor:
-        return self._forward(self.model, prompts)
-
-    @torch.no_grad()
-    def ref_logprobs(self, prompts: list[list[int]]) -> torch.Tensor:
-        if self.ref is not None:
-            return self._forward(self.ref, prompts)
-        with self.model.disable_adapter():
-            return self._forward(self.model, prompts)
-
-    # ---------------------------------------------------------------- reasoning style
-    def completion_logprobs(
-        self, net: Any, prompts: list[list[int]], completions: list[list[int]]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probabilities of ``completions`` after their ``prompts``: ``(lp, mask)``,
-        both ``(B, L)`` with ``L`` the longest completion (padding has mask 0 and lp 0).
-
-        Prompts are left-padded and completions right-padded so that every completion starts
-        at the same column; only the completion positions go through the LM head.
-        """
-        p_w = max(len(p) for p in prompts)
-        c_w = max(1, max(len(c) for c in completions))
-        ids = torch.full((len(prompts), p_w + c_w), self.pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, (p, c) in enumerate(zip(prompts, completions, strict=True)):
-            ids[r, p_w - len(p) : p_w] = torch.tensor(p)
-            mask[r, p_w - len(p) : p_w] = 1
-            if c:
-                ids[r, p_w : p_w + len(c)] = torch.tensor(c)
-                mask[r, p_w : p_w + len(c)] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = net(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=pos.to(self.device),
-            logits_to_keep=c_w + 1,
-            use_cache=False,
-        )
-        logits = out.logits[:, :-1, :].float() / self.cfg.temperature  # predicts columns p_w..
-        target = ids[:, p_w:].to(self.device)
-        lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-        cmask = mask[:, p_w:].to(self.device, dtype=lp.dtype)
-        return lp * cmask, cmask
-
-    def ref_completion_logprobs(
-        self, prompts: list[list[int]], completions: list[list[int]]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            if self.ref is not None:
-                return self.completion_logprobs(self.ref, prompts, completions)
-            with self.model.disable_adapter():
-                return self.completion_logprobs(self.model, prompts, completions)
-
-    @torch.no_grad()
-    def sample(self, prompts: list[list[int]], rollouts: int, seed: int) -> list[list[list[int]]]:
-        """``rollouts`` sampled completions per prompt (token ids, ending with EOS unless the
-        length limit cut them), from the current policy."""
-        p_w = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), p_w), self.pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, p in enumerate(prompts):
-            ids[r, p_w - len(p) :] = torch.tensor(p)
-            mask[r, p_w - len(p) :] = 1
-        was_training = self.model.training
-        self.model.eval()
-        torch.manual_seed(seed)
-        try:
-            out = self.model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                do_sample=True,
-                temperature=self.cfg.temperature,
-                top_k=0,
-                top_p=1.0,
-                max_new_tokens=self.cfg.max_new_tokens,
-                num_return_sequences=rollouts,
-                pad_token_id=self.pad,
-                eos_token_id=self.eos,
-            )
-        finally:
-            if was_training:
-                self.model.train()
-        result: list[list[list[int]]] = []
-        for r in range(len(prompts)):
-            group = []
-            for g in range(rollouts):
-                seq = out[r * rollouts + g, p_w:].tolist()
-                if self.eos in seq:
-                    seq = seq[: seq.index(self.eos) + 1]
-                group.append(seq)
-            result.append(group)
-        return result
-
-    @torch.no_grad()
-    def ref_direct_scores(self, prompts: list[list[int]]) -> list[float]:
-        """The reference model's most probable score in direct mode (r_RR's reference score)."""
-        lp = self.ref_logprobs(prompts)
-        return [float(v) for v in lp[:, :UNPARSABLE].argmax(-1).tolist()]
-
-
-def _chunks(items: list[int], n: int) -> list[list[int]]:
-    return [items[i : i + n] for i in range(0, len(items), n)]
-
-
-def _mini_batches(n_docs: int, parts: int, seed: int) -> list[list[int]]:
-    """Document indices ``0..n_docs-1`` shuffled with ``seed`` and split into ``parts`` (at most
-    ``n_docs``) mini-batches of near-equal size.
-
-    >>> parts = _mini_batches(5, 2, seed=0)
-    >>> [len(p) for p in parts], sorted(i for p in parts for i in p)
-    ([2, 3], [0, 1, 2, 3, 4])
-    >>> [len(p) for p in _mini_batches(2, 4, seed=0)]
-    [1, 1]
-    """
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    order = torch.randperm(n_docs, generator=gen).tolist()
-    k = max(1, min(parts, n_docs))
-    return [order[i * n_docs // k : (i + 1) * n_docs // k] for i in range(k)]
-
-
-def _update_seed(cfg: RLConfig, step: int, epoch: int) -> int:
-    return (cfg.seed * 1_000_003 + step) * 10_007 + epoch
-
-
-def _save_checkpoint(
-    pol: _Policy, opt: torch.optim.Optimizer, out: Path, state: dict[str, Any], keep: int = 2
-) -> Path:
-    target = out / f"checkpoint-{state['step']}"
-    tmp = out / f".tmp-checkpoint-{state['step']}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    trainable = {n: p.detach().cpu() for n, p in pol.model.named_parameters() if p.requires_grad}
-    torch.save(trainable, tmp / "trainable.pt")
-    torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    state = dict(state, torch_rng=None)
-    (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
-    torch.save(torch.get_rng_state(), tmp / "rng.pt")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    ckpts = sorted(
-        (p for p in out.glob("checkpoint-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[-1])
-    )
-    for old in ckpts[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
-def _load_checkpoint(pol: _Policy, opt: torch.optim.Optimizer, ckpt: Path) -> dict[str, Any]:
-    trainable = torch.load(ckpt / "trainable.pt", map_location=pol.device)
-    missing = [n for n, p in pol.model.named_parameters() if p.requires_grad and n not in trainable]
-    if missing:
-        raise InputError(f"checkpoint {ckpt} does not match this configuration (missing {missing[:3]}...)")
-    pol.model.load_state_dict(trainable, strict=False)
-    opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=pol.device))
-    torch.set_rng_state(torch.load(ckpt / "rng.pt"))
-    return dict(json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
-
-
-def _query_rewards(
-    cfg: RLConfig,
-    rows: list[dict[str, Any]],
-    batch: list[int],
-    scores: list[list[int | None]],
-    ref_scores: list[float],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards and advantages ``(B, G)``: the reward listwise over each query's N x G scores."""
-    rparams = cfg.reward.model_dump(exclude={"kind"})
-    adv = torch.zeros(len(batch), cfg.rollouts)
-    rewards_all = torch.zeros(len(batch), cfg.rollouts)
-    by_query: dict[str, list[int]] = {}
-    for j, i in enumerate(batch):
-        by_query.setdefault(str(rows[i]["qid"]), []).append(j)
-    for qid, js in by_query.items():
-        if cfg.reward.kind != "se" and not any(rows[batch[j]]["is_positive"] for j in js):
-            raise InputError(
-                f"query {qid!r} has no positive document in its group: reward {cfg.reward.kind} "
-                "would reward every negative; drop the query from the data or give it its positive"
-            )
-        rew = compute_rewards(
-            cfg.reward.kind,
-            [scores[j] for j in js],
-            [bool(rows[batch[j]]["is_positive"]) for j in js],
-            [float(rows[batch[j]]["target"]) for j in js],
-            [ref_scores[j] for j in js],
-            rparams,
-        )
-        for j, rw in zip(js, rew, strict=True):
-            rewards_all[j] = torch.tensor(rw)
-            adv[j] = torch.tensor(group_advantages(rw))
-    return rewards_all, adv
-
-
-def _grpo_terms(
-    new_lp: torch.Tensor, old_lp: torch.Tensor, ref_lp: torch.Tensor, adv: torch.Tensor, clip: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The clipped surrogate, the k3 KL to the reference and the clipped mask, element by element
-    (per sampled score in direct style, per completion token in reasoning style)."""
-    ratio = (new_lp - old_lp).exp()
-    surr = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
-    d = ref_lp - new_lp
-    kl = d.exp() - d - 1.0
-    return surr, kl, ((ratio.detach() - 1).abs() > clip).float()
-
-
-def _direct_step(
-    pol: _Policy,
-    opt: torch.optim.Optimizer,
-    cfg: RLConfig,
-    rows: list[dict[str, Any]],
-    prompts: list[list[int]],
-    batch: list[int],
-    step: int,
-) -> dict[str, Any]:
-    """One GRPO step on direct-style rollouts (the score after ``<answer>``)."""
-    chunk = cfg.micro_batch
-    # 1. rollouts from the current policy, reference log-probabilities, rewards
-    with torch.no_grad():
-        old_lp = torch.cat([pol.policy_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)])
-        ref_lp = torch.cat([pol.ref_logprobs([prompts[i] for i in c]) for c in _chunks(batch, chunk)])
-    # one seed per step: a resumed run draws the same rollouts as an uninterrupted one
-    gen = torch.Generator()
-    gen.manual_seed(cfg.seed * 1_000_003 + step)
-    samples = torch.multinomial(old_lp.exp().cpu(), cfg.rollouts, replacement=True, generator=gen)  # (B, G)
-    ref_label = ref_lp[:, :UNPARSABLE].argmax(-1)
-    scores = [
-        [None if int(c) == UNPARSABLE else int(c) for c in samples[j].tolist()] for j in range(len(batch))
-    ]
-    rewards_all, adv = _query_rewards(cfg, rows, batch, scores, [float(v) for v in ref_label.tolist()])
-    old_sel = old_lp.cpu().gather(1, samples)
-    ref_sel = ref_lp.cpu().gather(1, samples)
-    # 2. clipped surrogate + k3 KL: inner_epochs x mini_batches optimiser steps, each accumulating
-    #    its mini-batch's gradient chunk by chunk
-    n_roll = len(batch) * cfg.rollouts
-    loss_sum = kl_sum = clip_sum = 0.0
-    updates = 0
-    for epoch in range(cfg.inner_epochs):
-        for mb in _mini_batches(len(batch), cfg.mini_batches, _update_seed(cfg, step, epoch)):
-            opt.zero_grad(set_to_none=True)
-            n_mb = len(mb) * cfg.rollouts
-            for c in _chunks(mb, chunk):
-                new_lp = pol.policy_logprobs([prompts[batch[j]] for j in c])
-                idx = torch.tensor(c)
-                new_sel = new_lp.gather(1, samples[idx].to(new_lp.device))
-                dev = new_sel.device
-                surr, kl, clipped = _grpo_terms(
-                    new_sel, old_sel[idx].to(dev), ref_sel[idx].to(dev), adv[idx].to(dev), cfg.clip
-                )
-                loss = (-surr + cfg.kl_coef * kl).sum() / n_mb
-                loss.backward()
-                loss_sum += float(loss.detach())
-                kl_sum += float(kl.detach().sum())
-                clip_sum += float(clipped.sum())
-            torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
-            opt.step()
-            updates += 1
-    return {
-        "loss": loss_sum / updates,
-        "reward": float(rewards_all.mean()),
-        "kl": kl_sum / (n_roll * cfg.inner_epochs),
-        "clip_frac": clip_sum / (n_roll * cfg.inner_epochs),
-        "updates": updates,
-        "unparsable": float((samples == UNPARSABLE).float().mean()),
-    }
-
-
-def _reasoning_step(
-    pol: _Policy,
-    opt: torch.optim.Optimizer,
-    cfg: RLConfig,
-    rows: list[dict[str, Any]],
-    prompts: list[list[int]],
-    direct_prompts: list[list[int]],
-    ref_cache: dict[int, float],
-    batch: list[int],
-    step: int,
-) -> dict[str, Any]:
-    """One GRPO step on reasoning-style rollouts (whole generated completions), token-level loss."""
-    from erank.scoring import parse_answer
-
-    g_n = cfg.rollouts
-    # 1. G completions per document from the current policy (seeded per step: resumable)
-    comps: list[list[int]] = []  # flat, document-major: index j * G + g
-    for k, c in enumerate(_chunks(batch, max(1, cfg.micro_batch // g_n))):
-        seed = (cfg.seed * 1_000_003 + step) * 1_009 + k
-        for group in pol.sample([prompts[i] for i in c], g_n, seed):
-            comps.extend(group)
-    scores: list[list[int | None]] = []
-    for j in range(len(batch)):
-        texts = [pol.tok.decode(comps[j * g_n + g], skip_special_tokens=True) for g in range(g_n)]
-        scores.append([parse_answer(t, cfg.reward.max_score)[0] for t in texts])
-    missing = [i for i in batch if i not in ref_cache]
-    for c in _chunks(missing, cfg.micro_batch):
-        for i, v in zip(c, pol.ref_direct_scores([direct_prompts[i] for i in c]), strict=True):
-            ref_cache[i] = v
-    rewards_all, adv = _query_rewards(cfg, rows, batch, scores, [ref_cache[i] for i in batch])
-    flat_prompts = [prompts[batch[j // g_n]] for j in range(len(comps))]
-    flat_adv = adv.reshape(-1)
-    # 2. old (sampling-time) and reference per-token log-probabilities, one row per completion
-    old: list[torch.Tensor] = []
-    ref: list[torch.Tensor] = []
-    with torch.no_grad():
-        for c in _chunks(list(range(len(comps))), cfg.micro_batch):
-            lp, _ = pol.completion_logprobs(pol.model, [flat_prompts[j] for j in c], [comps[j] for j in c])
-            rlp, _ = pol.ref_completion_logprobs([flat_prompts[j] for j in c], [comps[j] for j in c])
-            for r, j in enumerate(c):
-                old.append(lp[r, : max(1, len(comps[j]))].detach())
-                ref.append(rlp[r, : max(1, len(comps[j]))].detach())
-    # 3. clipped surrogate + k3 KL per token, mean over each completion's tokens, mean over rollouts;
-    #    inner_epochs x mini_batches optimiser steps (a document's G completions stay together)
-    loss_sum = kl_sum = clip_sum = 0.0
-    n_tok = 0.0
-    updates = 0
-    for epoch in range(cfg.inner_epochs):
-        for mb in _mini_batches(len(batch), cfg.mini_batches, _update_seed(cfg, step, epoch)):
-            opt.zero_grad(set_to_none=True)
-            rows_mb = [j * g_n + g for j in mb for g in range(g_n)]
-            for c in _chunks(rows_mb, cfg.micro_batch):
-                new_lp, m = pol.completion_logprobs(
-                    pol.model, [flat_prompts[j] for j in c], [comps[j] for j in c]
-                )
-                old_c = _pad_rows([old[j] for j in c], new_lp.shape[1]).to(new_lp.device)
-                ref_c = _pad_rows([ref[j] for j in c], new_lp.shape[1]).to(new_lp.device)
-                a = flat_adv[torch.tensor(c)].to(new_lp.device).unsqueeze(-1)
-                surr, kl, clipped = _grpo_terms(new_lp, old_c, ref_c, a, cfg.clip)
-                per_tok = (-surr + cfg.kl_coef * kl) * m
-                loss = (per_tok.sum(-1) / m.sum(-1).clamp(min=1.0)).sum() / len(rows_mb)
-                loss.backward()
-                loss_sum += float(loss.detach())
-                kl_sum += float((kl.detach() * m).sum())
-                clip_sum += float((clipped * m).sum())
-                n_tok += float(m.sum())
-            torch.nn.utils.clip_grad_norm_(pol.trainable(), cfg.max_grad_norm)
-            opt.step()
-            updates += 1
-    flat_scores = [s for group in scores for s in group]
-    return {
-        "loss": loss_sum / updates,
-        "reward": float(rewards_all.mean()),
-        "kl": kl_sum / max(1.0, n_tok),
-        "clip_frac": clip_sum / max(1.0, n_tok),
-        "updates": updates,
-        "unparsable": sum(1 for v in flat_scores if v is None) / len(flat_scores),
-        "completion_tokens": sum(len(c) for c in comps) / len(comps),
-    }
-
-
-def _pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:
-    """1-D tensors right-padded with 0 (or cut) to ``width`` columns, stacked."""
-    out = torch.zeros(len(rows), width, dtype=rows[0].dtype, device=rows[0].device)
-    for r, t in enumerate(rows):
-        n = min(width, t.shape[0])
-        out[r, :n] = t[:n]
-    return out
 
 
 def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None) -> dict[str, Any]:
@@ -545,7 +99,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
     ``stop_after``: return after this many optimisation steps in this call (tests use it to
     simulate a kill); the run can then be resumed.
     """
-    from erank.training.sft import _data_params, _eval_rows, latest_checkpoint, load_pairs
+    from erank.training.artifacts import data_params, eval_rows_path, latest_checkpoint, load_pairs
 
     t0 = time.time()
     out = Path(cfg.output_dir)
@@ -564,7 +118,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
     needs_positive = cfg.reward.kind != "se"
     if needs_positive:
         _refuse_groups_without_positive(rows, cfg.reward.kind)
-    trunc = _data_params(cfg.data).get("truncate_length", 2048)
+    trunc = data_params(cfg.data).get("truncate_length", 2048)
     torch.manual_seed(cfg.seed)
     pol = _Policy(cfg, style)
     pol.builder.truncate_length = trunc
@@ -618,7 +172,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
         logger.info("resumed from %s (step %d)", ckpt, state["step"])
     total_steps = len(sampler) * cfg.epochs if cfg.max_steps < 0 else cfg.max_steps
     metrics_file = out / "metrics.jsonl"
-    eval_path = _eval_rows(cfg.data)
+    eval_path = eval_rows_path(cfg.data)
     ref_cache: dict[int, float] = {}
     done_here = 0
     pol.model.train()

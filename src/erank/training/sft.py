@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from erank.errors import InputError, require
+from erank.training.artifacts import data_params, eval_rows_path, latest_checkpoint, load_pairs
 from erank.training.config import EvalConfig, SFTConfig
 
 __all__ = [
@@ -62,36 +63,6 @@ def load_causal_lm(model: str | None, *, bf16: bool | None = None) -> tuple[Any,
     return lm, tok, Path(location)
 
 
-def load_pairs(data: str | Path) -> list[dict[str, Any]]:
-    """The training pairs of an ``erank train data`` output folder (or a JSONL file)."""
-    from erank.training.data import read_jsonl
-
-    p = Path(data)
-    if p.is_dir():
-        if not (p / "train.jsonl").is_file():
-            raise InputError(f"{p} has no train.jsonl: build it with `erank train data CONFIG.yaml`")
-        p = p / "train.jsonl"
-    rows = read_jsonl(p)
-    need = {"query", "doc", "instruction", "completion", "qid"}
-    for i, r in enumerate(rows[:1]):
-        missing = need - set(r)
-        if missing:
-            raise InputError(
-                f"{p}, row {i + 1}: missing fields {sorted(missing)} (not an erank training set)"
-            )
-    if not rows:
-        raise InputError(f"{p} has no training pairs")
-    return rows
-
-
-def _data_params(data: str | Path) -> dict[str, Any]:
-    p = Path(data)
-    f = (p if p.is_dir() else p.parent) / "params.json"
-    if f.is_file():
-        return dict(json.loads(f.read_text(encoding="utf-8")).get("config", {}))
-    return {}
-
-
 def tokenize_pairs(
     rows: list[dict[str, Any]], tokenizer: Any, cutoff: int, truncate_length: int | None, style: str
 ) -> list[dict[str, Any]]:
@@ -112,25 +83,6 @@ def tokenize_pairs(
     if not out:
         raise InputError(f"every pair is longer than the cutoff ({cutoff} tokens); raise cutoff")
     return out
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The ``checkpoint-N`` folder with the largest N, or None."""
-    best: tuple[int, Path] | None = None
-    for d in Path(output_dir).glob("checkpoint-*"):
-        try:
-            n = int(d.name.split("-")[-1])
-        except ValueError:
-            continue
-        if d.is_dir() and (best is None or n > best[0]):
-            best = (n, d)
-    return best[1] if best else None
-
-
-def _eval_rows(data: str | Path) -> Path | None:
-    p = Path(data)
-    f = (p if p.is_dir() else p.parent) / "eval.jsonl"
-    return f if f.is_file() and f.stat().st_size > 0 else None
 
 
 def make_val_callback(
@@ -254,7 +206,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = True) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = load_pairs(cfg.data)
-    dparams = _data_params(cfg.data)
+    dparams = data_params(cfg.data)
     style = str(rows[0].get("style") or dparams.get("target_style") or "direct")
     trunc = dparams.get("truncate_length", 2048)
     model, tok, location = load_causal_lm(cfg.model, bf16=cfg.bf16)
@@ -299,7 +251,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = True) -> dict[str, Any]:
     progress = make_progress_callback("sft")
     callbacks = [make_log_callback(log_file), progress]
     trainer_ref: dict[str, Any] = {}
-    eval_path = _eval_rows(cfg.data)
+    eval_path = eval_rows_path(cfg.data)
     if cfg.eval is not None and eval_path is not None:
         callbacks.append(make_val_callback(trainer_ref, eval_path, cfg.eval, cfg.eval_steps, log_file))
     elif cfg.eval is not None:
