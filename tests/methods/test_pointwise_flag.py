@@ -12,7 +12,7 @@ import pytest
 
 from erank import Reranker
 from erank.engines import create_engine
-from erank.evaluation.experiment import _is_pointwise
+from erank.evaluation.runs import _is_pointwise
 from erank.methods import METHODS, method_class
 from erank.retrieval import FirstStageReranker
 from erank.types import Scorer

@@ -13,7 +13,7 @@ import pytest
 from erank import Reranker
 from erank.errors import InputError
 from erank.training.config import DataConfig, SourceConfig, TeacherConfig
-from erank.training.data import _sample_transformers, _teacher_label, check_teacher, select_closest_to_mean
+from erank.training.teacher import _sample_transformers, _teacher_label, check_teacher, select_closest_to_mean
 
 
 def _cfg(tmp_path: Path, model: Path | str, **teacher: object) -> DataConfig:
@@ -83,7 +83,7 @@ def test_reasoning_runs_are_sampled_generations_seeded_apart_from_the_global_rng
 ) -> None:
     import torch
 
-    from erank.training.data import _teacher_prompt_ids
+    from erank.training.teacher import _teacher_prompt_ids
 
     teacher = Reranker(str(answering_tiny_dir), mode="reasoning", max_new_tokens=24)
     prompt = _teacher_prompt_ids(teacher, "a query", "a document", "beir", 64)

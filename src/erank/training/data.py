@@ -25,14 +25,18 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest, LogprobResult
-from erank.errors import DataFormatError, InputError
-from erank.prompts import resolve_instruction
-from erank.training.config import DataConfig, SourceConfig, TeacherConfig, TierConfig
+from erank.errors import InputError
+from erank.training.config import DataConfig, TierConfig
+from erank.training.sources import Collection, eval_row, load_source, read_jsonl
+from erank.training.teacher import (
+    _teacher_label,
+    check_teacher,
+    select_closest_to_mean,
+)
 
 __all__ = [
     "Collection",
@@ -47,147 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------- collections
-@dataclass
-class Collection:
-    """Queries, documents, graded judgements and a first-stage ranking per query."""
-
-    name: str
-    queries: dict[str, str]
-    docs: dict[str, str]
-    qrels: dict[str, dict[str, int]]
-    candidates: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
-    instruction: str = ""
-    max_grade: int = 1
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a malformed line raises :class:`DataFormatError` naming it."""
-    rows = []
-    p = Path(path)
-    if not p.is_file():
-        raise DataFormatError(f"{p} does not exist")
-    with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{p}, line {n}: not JSON ({exc.msg})") from exc
-    return rows
-
-
-def _read_beir(src: SourceConfig) -> Collection:
-    root = src.path
-    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
-        if not (root / name).is_file():
-            raise DataFormatError(f"source {src.name!r}: {root / name} is missing (BEIR layout expected)")
-    docs = {
-        str(r["_id"]): f"{r.get('title', '')} {r.get('text', '')}".strip()
-        for r in read_jsonl(root / "corpus.jsonl")
-    }
-    queries = {str(r["_id"]): str(r["text"]) for r in read_jsonl(root / "queries.jsonl")}
-    qrels: dict[str, dict[str, int]] = {}
-    with (root / "qrels/test.tsv").open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            parts = line.rstrip("\n").split("\t")
-            if n == 1 and parts[0] == "query-id":
-                continue
-            if len(parts) != 3:
-                raise DataFormatError(f"{root / 'qrels/test.tsv'}, line {n}: expected 3 tab-separated fields")
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-    return Collection(src.name, queries, docs, qrels)
-
-
-def _bm25(coll: Collection, depth: int, qids: Sequence[str]) -> None:
-    from erank.errors import require
-
-    bm25s: Any = require("bm25s", "training", "BM25 candidates for BEIR-layout sources")
-    ids = list(coll.docs)
-    retriever = bm25s.BM25()
-    retriever.index(
-        bm25s.tokenize([coll.docs[i] for i in ids], stopwords="en", show_progress=False), show_progress=False
-    )
-    k = min(depth, len(ids))
-    res, scores = retriever.retrieve(
-        bm25s.tokenize([coll.queries[q] for q in qids], stopwords="en", show_progress=False),
-        k=k,
-        show_progress=False,
-    )
-    for row, q in enumerate(qids):
-        coll.candidates[q] = [(ids[int(j)], float(s)) for j, s in zip(res[row], scores[row], strict=True)]
-
-
-def _read_trec_dl(src: SourceConfig) -> Collection:
-    assert src.candidates is not None and src.qrels is not None
-    cand_path = src.path / src.candidates
-    qrels_path = src.path / src.qrels
-    if not cand_path.is_file():
-        raise DataFormatError(f"source {src.name!r}: candidate file {cand_path} is missing")
-    if not qrels_path.is_file():
-        raise DataFormatError(f"source {src.name!r}: qrels file {qrels_path} is missing")
-    try:
-        entries = json.loads(cand_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{cand_path}: not a rank_llm candidate JSON ({exc.msg})") from exc
-    queries: dict[str, str] = {}
-    docs: dict[str, str] = {}
-    cands: dict[str, list[tuple[str, float]]] = {}
-    for e in entries:
-        hits = e.get("hits") or []
-        if not hits:
-            continue
-        qid = str(hits[0]["qid"])
-        queries[qid] = str(e["query"])
-        cands[qid] = []
-        for h in hits:
-            docs[str(h["docid"])] = str(h["content"])
-            cands[qid].append((str(h["docid"]), float(h["score"])))
-    qrels: dict[str, dict[str, int]] = {}
-    with qrels_path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise DataFormatError(f"{qrels_path}, line {n}: expected 'qid 0 docid grade'")
-            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
-    return Collection(src.name, queries, docs, qrels, cands)
-
-
-def eval_row(source: str, coll: Collection, qid: str, depth: int) -> dict[str, Any]:
-    """One held-out query of ``eval.jsonl``: its first-stage top ``depth`` with text, and its qrels."""
-    cands = [
-        {"docid": d, "content": coll.docs[d], "score": s}
-        for d, s in coll.candidates.get(qid, [])[:depth]
-        if d in coll.docs
-    ]
-    return {
-        "qid": f"{source}/{qid}",
-        "query": coll.queries[qid],
-        "instruction": coll.instruction,
-        "candidates": cands,
-        "qrels": dict(coll.qrels.get(qid, {})),
-    }
-
-
-def load_source(src: SourceConfig) -> Collection:
-    """Load one configured collection with its judgements and first-stage candidates."""
-    coll = _read_beir(src) if src.format == "beir" else _read_trec_dl(src)
-    coll.instruction = resolve_instruction(src.instruction)
-    judged = [q for q in coll.queries if q in coll.qrels]
-    if src.max_queries is not None:
-        judged = judged[: src.max_queries]
-    coll.queries = {q: coll.queries[q] for q in judged}
-    if src.format == "beir":
-        _bm25(coll, src.depth, judged)
-    coll.max_grade = (
-        src.max_grade or max((g for q in coll.qrels.values() for g in q.values()), default=1) or 1
-    )
-    return coll
 
 
 # ---------------------------------------------------------------------------- labels
@@ -208,14 +71,6 @@ def grade_to_score(grade: int | None, max_grade: int, grade_map: dict[int, int] 
     if grade_map is not None and grade in grade_map:
         return int(grade_map[grade])
     return int(min(10, round(10 * grade / max(1, max_grade))))
-
-
-def select_closest_to_mean(scores: Sequence[float]) -> int:
-    """The index of the run whose score is closest to the mean of all runs (first on ties)."""
-    if not scores:
-        raise InputError("no teacher runs to choose from")
-    mean = sum(scores) / len(scores)
-    return min(range(len(scores)), key=lambda i: (abs(scores[i] - mean), i))
 
 
 def target_text(score: int, style: str, reasoning: str = "") -> str:
@@ -339,156 +194,6 @@ class PromptBuilder:
     def completion_ids(self, completion: str) -> list[int]:
         """Token ids of a completion (+ EOS)."""
         return self.engine.tokenizer.encode(completion) + [int(self.hf.eos_token_id)]
-
-
-# ---------------------------------------------------------------------------- teacher
-#: Engines whose reasoning-mode teacher runs can be sampled (the erank engines decode greedily).
-SAMPLING_ENGINES = ("transformers", "vllm")
-
-
-def _teacher_prompt_ids(teacher: Any, query: str, doc: str, instruction: str, truncate: int) -> list[int]:
-    """The teacher's prompt for one pair, exactly as its method scores it."""
-    method = teacher.method
-    q, _ = method.truncate(query, truncate)
-    d, _ = method.truncate(doc, truncate)
-    return list(method.engine.tokenizer.encode_prompt(method.build_prompt(q, d, instruction)))
-
-
-def _sample_transformers(
-    engine: Any, prompt: list[int], k: int, temperature: float, max_new_tokens: int, seed: int
-) -> list[tuple[str, int]]:
-    """``k`` completions sampled at ``temperature`` (no top-k / top-p) by a transformers engine,
-    each ``(text up to </answer>, generated tokens)``; the global torch RNG is left as it was."""
-    import torch
-
-    from erank.engines.transformers import _trim_tokens_to_text
-    from erank.methods.erank import ANSWER_STOP
-
-    hf = engine.hf_tokenizer
-    eos_ids = {int(t) for t in _ids(hf.eos_token_id) + _ids(engine.model.generation_config.eos_token_id)}
-    ids = torch.tensor([prompt], dtype=torch.long, device=engine.device)
-    cuda = [engine.device] if engine.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda), torch.inference_mode(), engine._autocast():
-        torch.manual_seed(seed)
-        out = engine.model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            top_p=1.0,
-            num_beams=1,
-            num_return_sequences=k,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=engine.pad_id,
-            stop_strings=[ANSWER_STOP],
-            tokenizer=hf,
-        )
-    runs = []
-    for row in out[:, len(prompt) :].cpu().tolist():
-        gen = row[:max_new_tokens]
-        for t, tid in enumerate(gen):
-            if tid in eos_ids:
-                gen = gen[:t]
-                break
-        text = engine.tokenizer.decode(gen)
-        at = text.find(ANSWER_STOP)
-        if at >= 0:
-            text = text[: at + len(ANSWER_STOP)]
-            gen = _trim_tokens_to_text(engine.tokenizer.decode, gen, len(text))
-        runs.append((text, len(gen)))
-    return runs
-
-
-def _sample_vllm(
-    engine: Any, prompt: list[int], k: int, temperature: float, max_new_tokens: int, seed: int
-) -> list[tuple[str, int]]:
-    """``k`` completions sampled at ``temperature`` by the vLLM engine (one seed per run)."""
-    from erank.methods.erank import ANSWER_STOP
-
-    params = [
-        engine._vllm.SamplingParams(
-            temperature=temperature,
-            seed=seed + i,
-            max_tokens=max_new_tokens,
-            stop=[ANSWER_STOP],
-            include_stop_str_in_output=True,
-        )
-        for i in range(k)
-    ]
-    outs = engine._run([list(prompt)] * k, params)
-    engine.stats.generated_tokens += sum(len(o.outputs[0].token_ids) for o in outs)
-    return [(str(o.outputs[0].text), len(o.outputs[0].token_ids)) for o in outs]
-
-
-def _ids(x: Any) -> list[int]:
-    if x is None:
-        return []
-    return [int(x)] if isinstance(x, int) else [int(v) for v in x]
-
-
-def check_teacher(tcfg: TeacherConfig, engine: str) -> None:
-    """Refuse a teacher (on the engine named ``engine``) whose ``runs`` would all be the same answer.
-
-    Reasoning-mode runs are sampled generations, which only the ``transformers`` and ``vllm``
-    engines offer here (the erank engines themselves decode greedily); direct-mode runs sample the
-    score from the teacher's distribution, on any engine; a single run is the greedy answer.
-
-    >>> check_teacher(TeacherConfig(model="m", engine="openai", runs=3), "openai")
-    Traceback (most recent call last):
-    erank.errors.InputError: teacher: 3 reasoning-mode runs need sampled generations, ...
-    """
-    if tcfg.mode == "reasoning" and tcfg.runs > 1 and engine not in SAMPLING_ENGINES:
-        raise InputError(
-            f"teacher: {tcfg.runs} reasoning-mode runs need sampled generations, which the {engine!r} "
-            f"engine does not offer here (it decodes greedily: every run would be the same); use "
-            f"engine: {' or '.join(SAMPLING_ENGINES)}, mode: direct, or runs: 1"
-        )
-
-
-def _teacher_label(
-    teacher: Any, cfg: DataConfig, query: str, doc: str, instruction: str, rng: random.Random
-) -> dict[str, Any] | None:
-    """k independent teacher runs on one pair; the run closest to their mean, or None if all were dropped.
-
-    ``direct`` mode: one forward pass gives the teacher's 0..10 distribution ``p``; each run draws
-    a score from ``p ** (1 / temperature)`` with ``rng``. ``reasoning`` mode: each run is a
-    completion sampled at ``temperature`` from a seed drawn from ``rng`` (a single run: the greedy
-    answer); a run longer than ``max_output_tokens`` or without a parsable answer is dropped.
-    Returns ``{"score", "reasoning", "runs"}`` (``runs``: the kept runs' scores, in order).
-    """
-    from erank.methods.erank import _reasoning_text
-    from erank.scoring import parse_answer
-
-    tcfg = cfg.teacher
-    assert tcfg is not None
-    runs: list[tuple[int, str]] = []
-    if tcfg.mode == "direct":
-        res = teacher.score(query, [doc], instruction, cfg.truncate_length).scores[0]
-        weights = [max(0.0, float(p)) ** (1.0 / tcfg.temperature) for p in res.distribution or []]
-        if sum(weights) <= 0:
-            return None
-        runs = [(label, "") for label in rng.choices(range(len(weights)), weights=weights, k=tcfg.runs)]
-    elif tcfg.runs == 1:
-        res = teacher.score(query, [doc], instruction, cfg.truncate_length, return_reasoning=True).scores[0]
-        if res.parsed and res.label is not None and res.generated_tokens <= tcfg.max_output_tokens:
-            runs.append((int(res.label), res.reasoning or ""))
-    else:
-        check_teacher(tcfg, teacher.engine.name)
-        sample = _sample_vllm if teacher.engine.name == "vllm" else _sample_transformers
-        prompt = _teacher_prompt_ids(teacher, query, doc, instruction, cfg.truncate_length)
-        scale = int(getattr(teacher.method, "scale", 10))
-        seed = rng.randrange(2**31)
-        for text, n_tokens in sample(
-            teacher.engine, prompt, tcfg.runs, tcfg.temperature, tcfg.max_output_tokens, seed
-        ):
-            label, _ = parse_answer(text, scale)
-            if label is not None and n_tokens <= tcfg.max_output_tokens:
-                runs.append((label, _reasoning_text(text)))
-    if not runs:
-        return None
-    best = select_closest_to_mean([r[0] for r in runs])
-    return {"score": runs[best][0], "reasoning": runs[best][1], "runs": [r[0] for r in runs]}
 
 
 # ---------------------------------------------------------------------------- build
