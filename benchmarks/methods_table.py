@@ -1,6 +1,6 @@
 r"""The methods comparison table (issue 5): every method, one model, the DL20 BM25 top-20 candidates.
 
-A thin preset over ``erank compare`` (``erank.methods.compare.run_comparison``): the same
+A thin preset over ``erank compare`` (``erank.evaluation.compare.run_comparison``): the same
 candidates, qrels and instruction for every method; slow generative methods get fewer queries
 (``--queries-for``). Prints the markdown table and writes runs, ``rows.json`` and ``table.md``.
 
@@ -24,8 +24,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from erank.methods.cli import parse_queries_for, parse_sets  # noqa: E402
-from erank.methods.compare import format_table, run_comparison  # noqa: E402
+from erank.evaluation.compare import format_table, run_comparison  # noqa: E402
+from erank.evaluation.compare_cli import parse_queries_for, parse_sets  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DL20 = REPO.parent / "shared" / "data" / "trec-dl20-passage" / "BM25" / "retrieve_results_dl20_top100.json"

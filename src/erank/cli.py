@@ -29,7 +29,7 @@ SUBCOMMAND_MODULES = [
     "erank.serving.cli",
     "erank.training.cli",
     "erank.batch.cli",
-    "erank.methods.cli",
+    "erank.evaluation.compare_cli",
 ]
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from erank.cli import main
 from erank.errors import InputError
+from erank.evaluation.compare import find_qrels, load_candidates, load_qrels
+from erank.evaluation.compare_cli import parse_queries_for, parse_sets
 from erank.evaluation.experiment import first_queries
-from erank.methods.cli import parse_queries_for, parse_sets
-from erank.methods.compare import find_qrels, load_candidates, load_qrels
 
 
 def _dl20(shared_data):

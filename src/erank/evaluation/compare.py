@@ -5,7 +5,7 @@ Reads rank_llm candidate JSON (``retrieve_results_*.json``) and TREC qrels, rera
 model calls, prompt and generated tokens, and wall time per query, beside the first stage's
 nDCG@10 on exactly the same queries.
 
->>> from erank.methods.compare import run_comparison, format_table                 # doctest: +SKIP
+>>> from erank.evaluation.compare import run_comparison, format_table                 # doctest: +SKIP
 >>> rows = run_comparison("../shared/data/trec-dl20-passage/BM25/retrieve_results_dl20_top100.json",
 ...                       ["erank", "yesno"], queries=5, out_dir="out")           # doctest: +SKIP
 >>> print(format_table(rows))                                                    # doctest: +SKIP

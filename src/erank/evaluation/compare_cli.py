@@ -88,7 +88,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from erank.methods.compare import format_table, run_comparison
+    from erank.evaluation.compare import format_table, run_comparison
 
     rows = run_comparison(
         args.first_stage,
