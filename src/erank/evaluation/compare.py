@@ -20,10 +20,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from erank.datasets.formats import write_run
+from erank.datasets.formats import read_qrels, read_rankllm_candidates, write_run
 from erank.datasets.types import Candidate
 from erank.engines import Engine, create_engine
-from erank.errors import DataFormatError, InputError, require
+from erank.errors import InputError
+from erank.evaluation.metrics import ndcg_at_10
 from erank.methods import METHODS, check_method_kwargs, create_method
 from erank.progress import progress_bar, progress_status
 
@@ -33,39 +34,20 @@ logger = logging.getLogger(__name__)
 
 
 def load_candidates(path: str | Path) -> list[dict[str, Any]]:
-    """``[{"qid": str, "query": str, "hits": [{"docid": str, "content": str, "score": float}]}]``."""
+    """``[{"qid": str, "query": str, "hits": [{"docid": str, "content": str, "score": float}]}]``
+    from a rank_llm candidate file (read by :func:`erank.datasets.formats.read_rankllm_candidates`)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"candidate file {p} does not exist (pass a rank_llm retrieve_results_*.json)")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{p}: not JSON ({exc})") from exc
-    if not isinstance(data, list):
-        raise DataFormatError(f"{p}: expected a JSON list of {{'query', 'hits'}} entries")
-    out = []
-    for n, entry in enumerate(data):
-        if not isinstance(entry, dict) or "query" not in entry or "hits" not in entry:
-            raise DataFormatError(f"{p}: entry {n} lacks 'query' or 'hits'")
-        hits = entry["hits"]
-        if not hits:
-            continue
-        qid = str(hits[0].get("qid", entry.get("qid", n)))
-        out.append(
-            {
-                "qid": qid,
-                "query": entry["query"],
-                "hits": [
-                    {
-                        "docid": str(h["docid"]),
-                        "content": h.get("content", ""),
-                        "score": float(h.get("score", 0.0)),
-                    }
-                    for h in hits
-                ],
-            }
-        )
-    return out
+    queries, run = read_rankllm_candidates(p)
+    return [
+        {
+            "qid": qid,
+            "query": queries[qid],
+            "hits": [{"docid": c.docid, "content": c.text or "", "score": c.score} for c in cands],
+        }
+        for qid, cands in run.items()
+    ]
 
 
 def find_qrels(candidates: str | Path) -> Path:
@@ -79,32 +61,11 @@ def find_qrels(candidates: str | Path) -> Path:
 
 
 def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """TREC qrels ``qid 0 docid grade`` as ``{qid: {docid: grade}}``."""
-    out: dict[str, dict[str, int]] = {}
+    """TREC qrels ``qid 0 docid grade`` as ``{qid: {docid: grade}}`` (:func:`erank.datasets.formats.read_qrels`)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"qrels file {p} does not exist")
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 4:
-            raise DataFormatError(f"{p}:{n}: expected 'qid 0 docid grade', got {line!r}")
-        try:
-            out.setdefault(parts[0], {})[parts[2]] = int(parts[3])
-        except ValueError as exc:
-            raise DataFormatError(f"{p}:{n}: grade {parts[3]!r} is not an integer") from exc
-    return out
-
-
-def ndcg_at_10(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]) -> float:
-    """Mean nDCG@10 (trec_eval ``ndcg_cut.10``, via ir_measures) over the queries of ``run``."""
-    irm: Any = require("ir_measures", "eval", "nDCG@10")
-    q = {qid: dict(qrels[qid]) for qid in run if qid in qrels}
-    if not q:
-        return 0.0
-    result = irm.calc_aggregate([irm.nDCG @ 10], q, {qid: dict(v) for qid, v in run.items() if qid in q})
-    return float(next(iter(result.values())))
+    return read_qrels(p)
 
 
 def _rank_run(docids: Sequence[str], order: Sequence[int]) -> dict[str, float]:

@@ -27,6 +27,7 @@ __all__ = [
     "apply_protocol",
     "run_to_dict",
     "evaluate_run",
+    "ndcg_at_10",
     "p_mrr",
     "p_mrr_per_query",
 ]
@@ -195,3 +196,21 @@ def p_mrr(
     """Mean p-MRR over queries (see :func:`p_mrr_per_query`); 0.0 when no query has a changed document."""
     per_q = p_mrr_per_query(original_run, changed_run, original_qrels, changed_qrels)
     return sum(per_q.values()) / len(per_q) if per_q else 0.0
+
+
+def ndcg_at_10(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]) -> float:
+    """Mean nDCG@10 over the judged queries of a ``{qid: {docid: score}}`` run: documents taken in
+    the order of their scores, through :func:`evaluate_run` (ir_measures, trec_eval semantics).
+    The one nDCG@10 of the comparison table and the training validation.
+
+    >>> round(ndcg_at_10({"q": {"a": 1, "b": 0}}, {"q": {"b": 2.0, "a": 1.0}}), 4)
+    0.6309
+    """
+    ranked = {
+        q: [Candidate(d, float(s)) for d, s in sorted(docs.items(), key=lambda kv: -kv[1])]
+        for q, docs in run.items()
+    }
+    judged = {q: dict(r) for q, r in qrels.items() if q in ranked}
+    if not judged:
+        raise InputError("no evaluated query has judgements")
+    return float(evaluate_run({q: ranked[q] for q in judged}, judged, ["nDCG@10"])["aggregate"]["nDCG@10"])

@@ -19,34 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from erank.errors import InputError
+from erank.evaluation.metrics import ndcg_at_10
 from erank.training.data import read_jsonl
 from erank.types import Scorer
 
 __all__ = ["ndcg_at_10", "evaluate_engine", "evaluate_model", "evaluate_reranker"]
 
 logger = logging.getLogger(__name__)
-
-
-def ndcg_at_10(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> float:
-    """Mean nDCG@10 over the queries of ``run`` that have judgements, through the evaluation harness
-    (:func:`erank.evaluation.metrics.evaluate_run`: ir_measures, trec_eval semantics, documents
-    taken in the order of their scores).
-
-    >>> round(ndcg_at_10({"q": {"a": 1, "b": 0}}, {"q": {"b": 2.0, "a": 1.0}}), 4)
-    0.6309
-    """
-    from erank.datasets.types import Candidate
-    from erank.evaluation.metrics import evaluate_run
-
-    ranked = {
-        q: [Candidate(d, float(s)) for d, s in sorted(docs.items(), key=lambda kv: -kv[1])]
-        for q, docs in run.items()
-    }
-    judged = {q: r for q, r in qrels.items() if q in ranked}
-    if not judged:
-        raise InputError("no evaluated query has judgements")
-    result = evaluate_run({q: ranked[q] for q in judged}, judged, ["nDCG@10"])
-    return float(result["aggregate"]["nDCG@10"])
 
 
 def _rows(eval_rows: list[dict[str, Any]] | str | Path, max_queries: int | None) -> list[dict[str, Any]]:
