@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erank.errors import MissingExtraError, require
 from erank.serving.checks import (
@@ -56,6 +56,9 @@ try:  # FastAPI resolves the endpoints' annotations from this module's globals
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("fastapi", "serve", "the HTTP server") from _exc
 
+if TYPE_CHECKING:
+    from erank.reranker import Reranker
+
 __all__ = ["create_app", "RerankService", "HTTPError", "check_strings", "check_text"]
 
 logger = logging.getLogger(__name__)
@@ -81,7 +84,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
-def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> Any:
+def create_app(settings: ServeSettings | None = None, reranker: Reranker | None = None) -> Any:
     """The ASGI app. ``reranker``: a ready :class:`~erank.reranker.Reranker` (else built from ``settings``).
 
     >>> from erank.serving import create_app                             # doctest: +SKIP
@@ -371,7 +374,7 @@ def create_app(settings: ServeSettings | None = None, reranker: Any = None) -> A
             if body.return_documents:
                 item["document"] = _document_out(body.documents[i])
             results.append(item)
-        reranker_ = service.reranker
+        reranker_ = service.loaded
         return {
             "id": str(uuid.uuid4()),
             "model": service.model_name,

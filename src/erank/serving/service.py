@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erank.errors import ERankError, InputError, PromptBudgetError
 from erank.models import DEFAULT_MODEL
@@ -21,6 +21,9 @@ from erank.serving.errors import ClientGone, HTTPError
 from erank.serving.metrics import ServeMetrics
 from erank.serving.settings import ServeSettings
 from erank.types import DocumentScore, Prepared, Unit
+
+if TYPE_CHECKING:
+    from erank.reranker import Reranker
 
 __all__ = ["GENERIC_MODEL_NAMES", "RerankService"]
 
@@ -40,11 +43,11 @@ class RerankService:
     """
 
     def __init__(
-        self, settings: ServeSettings, reranker: Any = None, metrics: ServeMetrics | None = None
+        self, settings: ServeSettings, reranker: Reranker | None = None, metrics: ServeMetrics | None = None
     ) -> None:
         self.settings = settings
         self.metrics = metrics or ServeMetrics()
-        self.reranker: Any = None
+        self.reranker: Reranker | None = None
         self.load_error: str | None = None
         self.batcher: MicroBatcher[Any, Any] | None = None
         #: requests admitted to the rerank endpoints and not answered yet (the guard counts them)
@@ -130,7 +133,14 @@ class RerankService:
             return
         self._activate(reranker)
 
-    def _activate(self, reranker: Any) -> None:
+    @property
+    def loaded(self) -> Reranker:
+        """The reranker, once loaded (a 503 before)."""
+        if self.reranker is None:
+            raise HTTPError(503, "not_ready", "the model is still loading; retry shortly")
+        return self.reranker
+
+    def _activate(self, reranker: Reranker) -> None:
         self.reranker = reranker
         s = self.settings
         batch_tokens = s.max_batch_tokens or int(getattr(reranker.engine, "batch_tokens", 0) or 8192)
@@ -174,7 +184,7 @@ class RerankService:
         """
         s = self.settings
         try:
-            return self.reranker.prepare(  # type: ignore[no-any-return]
+            return self.loaded.prepare(
                 query,
                 texts,
                 instruction or s.instruction,
@@ -195,7 +205,7 @@ class RerankService:
 
     def _score_items(self, units: list[Unit], key: Any) -> list[Any]:
         """The worker thread's scorer: the units of the batch's requests in one reranker call."""
-        return list(self.reranker.run(units))
+        return list(self.loaded.run(units))
 
     # ---------------------------------------------------------------- one request
     async def score(
@@ -243,7 +253,7 @@ class RerankService:
             )
             if job.future in done:
                 try:
-                    result = self.reranker.finish(prep, job.future.result())
+                    result = self.loaded.finish(prep, job.future.result())
                 except ERankError as exc:
                     raise HTTPError(422, "invalid_input", str(exc)) from exc
                 except Exception as exc:  # noqa: BLE001 - the model failed: say so, keep serving
@@ -267,7 +277,7 @@ class RerankService:
 
     def relevance(self, score: float) -> float:
         """A 0..1 relevance (Cohere, Jina, TEI without raw scores): ERank's rank_score / scale."""
-        scale = self.reranker.score_scale
+        scale = self.loaded.score_scale
         if scale:
             return max(0.0, min(1.0, score / float(scale)))
         return score
