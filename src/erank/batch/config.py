@@ -51,6 +51,18 @@ class BatchConfig:
     run_tag: str = "erank"
     show_progress_bars: bool = False
 
+    def scoring_settings(self) -> dict[str, Any]:
+        """The settings that decide the scores (the manifest keeps them; a rerun must match)."""
+        return {
+            "model": self.model,
+            "engine": self.engine,
+            "method": self.method,
+            "mode": self.mode,
+            "instruction": self.instruction,
+            "truncate_length": self.truncate_length,
+            "method_kwargs": self.method_kwargs,
+        }
+
 
 @dataclass
 class BatchProgress:

@@ -124,15 +124,7 @@ def _prepare_output(cfg: BatchConfig, fmt: str, files: list[Path]) -> tuple[Path
     for sub in ("scores", "errors", "_done"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
-    settings = {
-        "model": cfg.model,
-        "engine": cfg.engine,
-        "method": cfg.method,
-        "mode": cfg.mode,
-        "instruction": cfg.instruction,
-        "truncate_length": cfg.truncate_length,
-        "method_kwargs": cfg.method_kwargs,
-    }
+    settings = cfg.scoring_settings()
     if manifest_path.exists():
         try:
             manifest = json.loads(manifest_path.read_text("utf-8"))

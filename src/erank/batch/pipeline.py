@@ -187,16 +187,7 @@ def _run_pipeline(
         zero_copy_batch=False,
         num_cpus=_LIGHT_CPUS,
     )
-    settings = {
-        "model": cfg.model,
-        "engine": cfg.engine,
-        "method": cfg.method,
-        "mode": cfg.mode,
-        "instruction": cfg.instruction,
-        "truncate_length": cfg.truncate_length,
-        "batch_tokens": cfg.batch_tokens,
-        "method_kwargs": cfg.method_kwargs,
-    }
+    settings = {**cfg.scoring_settings(), "batch_tokens": cfg.batch_tokens}
     remote: dict[str, Any] = {"num_cpus": cfg.cpus_per_worker}
     if cfg.gpus_per_worker:
         remote["num_gpus"] = cfg.gpus_per_worker
