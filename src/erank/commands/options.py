@@ -13,6 +13,7 @@ second, before any model loads.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -189,13 +190,20 @@ def add_truncate_length(p: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_options(p: argparse.ArgumentParser, *, device: bool = True) -> None:
-    """``--device`` and ``--threads``."""
+    """``--device``, ``--threads`` and ``--dtype``."""
     if device:
         p.add_argument(
             "--device", default=None, help="cpu, cuda, cuda:1... (default: CUDA when available, else CPU)"
         )
     p.add_argument(
         "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's own choice)"
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default=None,
+        help="transformers engine precision; default auto: bfloat16 on CUDA and on CPUs with bf16 "
+        "units (AMX / avx512_bf16), else float32 (sets ERANK_DTYPE)",
     )
 
 
@@ -277,3 +285,6 @@ def preflight(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(int(threads))
+    dtype = getattr(args, "dtype", None)
+    if dtype:  # the transformers engine's "auto" reads it, in every command (and its workers)
+        os.environ["ERANK_DTYPE"] = str(dtype)

@@ -1,6 +1,12 @@
 """The transformers engine: any causal LM that ``AutoModelForCausalLM`` loads.
 
-On CPU it runs in float32; on CUDA in bfloat16 with SDPA attention (flash attention 2 when the
+**Precision** (``dtype``, default ``"auto"``): on CUDA bfloat16; on a CPU with bfloat16 matrix
+units (avx512_bf16 / AMX) bfloat16 as well, elsewhere on CPU float32. On CPU in bfloat16 the
+weights are stored in bfloat16 (cast once, after the LoRA adapter of the embedded model is merged
+in float32), RMSNorm and the attention softmax accumulate in float32 inside their kernels, and the
+output head runs in float32 on the few positions whose logits are read, so the final
+log-softmax over the vocabulary is float32 end to end. ``dtype="float32"`` (or
+``ERANK_DTYPE=float32``) keeps plain fp32. Attention is SDPA (flash attention 2 on CUDA when the
 ``flash_attn`` package is installed). Requests are sorted by length and packed into batches by a
 budget of tokens (padding included), left-padded so that the positions whose logits are read line
 up at the end of every row. Only those positions' logits are computed (``logits_to_keep``); the
@@ -36,22 +42,14 @@ from erank.engines.base import (
     LogprobRequest,
     LogprobResult,
 )
+from erank.engines.precision import cpu_has_bf16, resolve_dtype, to_cpu_bf16  # cpu_has_bf16: re-exported
 from erank.engines.tokenizers import HFTokenizer  # re-exported: erank.engines.transformers.HFTokenizer
 from erank.errors import InputError, ModelLoadError
 from erank.models import ModelSpec, base_folder, merge_lora, resolve_model
 
-__all__ = ["TransformersEngine", "HFTokenizer"]
+__all__ = ["TransformersEngine", "HFTokenizer", "cpu_has_bf16"]
 
 logger = logging.getLogger(__name__)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bfloat16 matrix units (avx512_bf16 or AMX), so bf16 matmuls pay."""
-    try:
-        flags = open("/proc/cpuinfo", encoding="utf-8").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _auto_device(device: str | None) -> torch.device:
@@ -94,7 +92,11 @@ class TransformersEngine(Engine):
         model: a hub id, a local model folder, a ``.gguf`` file, or ``None`` for the embedded
             default model.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
-        dtype: default bfloat16 on CUDA, float32 on CPU.
+        dtype: ``"auto"`` (default), ``"float32"``, ``"bfloat16"``, ``"float16"`` or a
+            ``torch.dtype`` (see :func:`erank.engines.precision.resolve_dtype`). ``"auto"``: bfloat16 on CUDA and on CPUs
+            with bf16 units (avx512_bf16 / AMX), float32 on other CPUs; ``$ERANK_DTYPE`` sets it.
+            On CPU in bfloat16 the loaded weights are converted once (:func:`~erank.engines.precision.to_cpu_bf16`); a
+            float32 model passed as ``model_obj`` is not converted, it runs under bf16 autocast.
         batch_tokens: the token budget of one batch (padding included).
         max_batch_size: an upper bound on rows per batch.
         attn_implementation: default ``"sdpa"``; ``"flash_attention_2"`` on CUDA when ``flash_attn``
@@ -102,10 +104,8 @@ class TransformersEngine(Engine):
         share_prefix: compute the common prefix of a query's prompts once (default on).
         min_prefix_tokens: the shortest common prefix worth sharing.
         num_threads: CPU threads for torch (default: torch's own choice).
-        cpu_bf16: on CPU, run the float32 weights under bfloat16 autocast (matmuls in bf16, norms
-            and softmax in fp32). Default: on where the CPU has bf16 units (avx512_bf16 / AMX),
-            where it is several times faster; ``False`` keeps plain fp32. The environment variable
-            ``ERANK_CPU_BF16=0|1`` sets the default.
+        cpu_bf16: the older spelling of ``dtype`` on CPU: ``False`` is ``"float32"``, ``True``
+            ``"bfloat16"``.
         model_obj, tokenizer_obj: an already loaded model and tokenizer (tests, training).
     """
 
@@ -131,12 +131,14 @@ class TransformersEngine(Engine):
         super().__init__()
         self.device = _auto_device(device)
         on_cuda = self.device.type == "cuda"
-        resolved: torch.dtype | None = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        self.dtype: torch.dtype = resolved or (torch.bfloat16 if on_cuda else torch.float32)
-        if cpu_bf16 is None and os.environ.get("ERANK_CPU_BF16", "") in ("0", "1"):
-            cpu_bf16 = os.environ["ERANK_CPU_BF16"] == "1"
-        want_bf16 = cpu_has_bf16() if cpu_bf16 is None else bool(cpu_bf16)
-        self.cpu_bf16 = self.device.type == "cpu" and self.dtype == torch.float32 and want_bf16
+        on_cpu = self.device.type == "cpu"
+        if cpu_bf16 is not None and dtype in (None, "auto") and on_cpu:
+            dtype = torch.bfloat16 if cpu_bf16 else torch.float32
+        #: the compute dtype (what the matmuls run in)
+        self.dtype: torch.dtype = resolve_dtype(dtype, self.device)
+        cpu_bf16_weights = on_cpu and self.dtype == torch.bfloat16
+        #: bf16 autocast over a float32 model passed in (``model_obj``): it is never converted
+        self.cpu_autocast = False
         if num_threads:
             torch.set_num_threads(int(num_threads))
         attn = attn_implementation or (
@@ -150,11 +152,18 @@ class TransformersEngine(Engine):
             self.model_name = str(
                 getattr(getattr(model_obj, "config", None), "_name_or_path", "") or "custom"
             )
+            weights = next(iter(model_obj.parameters()), None)
+            self.cpu_autocast = cpu_bf16_weights and weights is not None and weights.dtype == torch.float32
         else:
             spec = resolve_model(model)
-            self.model, tok = _load_from_spec(spec, self.dtype, attn, trust_remote_code)
+            # on CPU the weights load (and a LoRA adapter merges) in float32, then convert once
+            load_dtype = torch.float32 if cpu_bf16_weights else self.dtype
+            self.model, tok = _load_from_spec(spec, load_dtype, attn, trust_remote_code)
+            if cpu_bf16_weights:
+                to_cpu_bf16(self.model)
             self.model_name = spec.name
             self.model.to(self.device)
+        logger.debug("transformers engine: %s on %s", self.dtype, self.device)
         self.model.eval()
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
@@ -169,8 +178,8 @@ class TransformersEngine(Engine):
         self.min_prefix_tokens = max(1, int(min_prefix_tokens))
 
     def _autocast(self) -> Any:
-        """bfloat16 autocast on CPUs with bf16 units (``cpu_bf16``); a no-op otherwise."""
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16)
+        """bfloat16 autocast over a float32 ``model_obj`` on a bf16 CPU; a no-op otherwise."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_autocast)
 
     def _generate(self, **kwargs: Any) -> Any:
         return self.model.generate(**kwargs)
