@@ -33,8 +33,8 @@ stage() {  # name, command...
 }
 
 evaluate() {  # name, model
-  stage "eval-$1" "$ERANK" train eval "$2" "$OUT/data/eval.jsonl" ${EVAL_QUERIES:+--max-queries "$EVAL_QUERIES"} \
-    --candidates "$CANDS" --truncate-length 128
+  stage "eval-$1" "$ERANK" train eval --model "$2" "$OUT/data/eval.jsonl" ${EVAL_QUERIES:+--queries "$EVAL_QUERIES"} \
+    --top-k "$CANDS" --truncate-length 128
 }
 
 if [ -z "${SKIP_DATA:-}" ] || [ ! -f "$OUT/data/train.jsonl" ]; then

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces the embedded default erank-smol from scratch (docs/model-card.md), on 2 CPU cores in
+# Reproduces the embedded default erank-smol from scratch (docs/model-card.md), on 2 CPU cores with
+# bf16 units (AMX; about 3x longer in fp32 on a CPU without them, see the model card) in
 # about an hour (347 + 2225 + 634 s measured on shared cores): blended labels (DL20; DL21 held out) -> SFT -> GRPO -> export into the package.
 # Every stage resumes after a kill (-9 included): run the same command again. Progress lines with
 # an ETA go to stderr. Needs `bash scripts/install.sh --all` and ../shared/data.
@@ -16,6 +17,6 @@ $E train export runs/smol/rl/adapter src/erank/weights/erank-smol --rule expecte
 if [ "${EVAL:-0}" = 1 ]; then
   for m in smollm2-135m runs/smol/sft/adapter runs/smol/rl/adapter; do
     out="runs/smol/eval-$(echo "$m" | tr '/' '_').json"
-    [ -s "$out" ] || $E train eval "$m" runs/smol/data/eval.jsonl --candidates 100 --truncate-length 128 > "$out"
+    [ -s "$out" ] || $E train eval --model "$m" runs/smol/data/eval.jsonl --top-k 100 --truncate-length 128 > "$out"
   done
 fi
