@@ -2,11 +2,10 @@
 
 **Precision** (``dtype``, default ``"auto"``): on CUDA bfloat16; on a CPU with bfloat16 matrix
 units (avx512_bf16 / AMX) bfloat16 as well, elsewhere on CPU float32. On CPU in bfloat16 the
-weights are stored in bfloat16 (cast once, after the LoRA adapter of the embedded model is merged
-in float32), RMSNorm and the attention softmax accumulate in float32 inside their kernels, and the
-output head runs in float32 on the few positions whose logits are read, so the final
-log-softmax over the vocabulary is float32 end to end. ``dtype="float32"`` (or
-``ERANK_DTYPE=float32``) keeps plain fp32. Attention is SDPA (flash attention 2 on CUDA when the
+layers' matrix products run on bf16 weights (rounded once, after the LoRA adapter of the embedded
+model is merged in float32); the residual stream, norms, attention, the output head and the final
+log-softmax over the vocabulary stay float32 (:func:`~erank.engines.precision.to_cpu_bf16`).
+``dtype="float32"`` (or ``ERANK_DTYPE=float32``) keeps plain fp32. Attention is SDPA (flash attention 2 on CUDA when the
 ``flash_attn`` package is installed). Requests are sorted by length and packed into batches by a
 budget of tokens (padding included), left-padded so that the positions whose logits are read line
 up at the end of every row. Only those positions' logits are computed (``logits_to_keep``); the
