@@ -80,3 +80,25 @@ def test_the_train_eval_command_takes_the_shared_options(
     result = json.loads(out.out)
     assert (result["queries"], result["pairs"]) == (2, 4)  # the first 2 queries by id, 2 candidates each
     assert out.err == ""
+
+
+def test_eval_logs_its_progress_with_an_eta(
+    tiny_qwen3_dir: Path, toy_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long held-out evaluation is not silent: every 10 queries an INFO line with count and ETA."""
+    import logging
+
+    from erank import Reranker
+    from erank.training.data import read_jsonl
+    from erank.training.evaluate import evaluate_reranker
+
+    base = read_jsonl(toy_data / "eval.jsonl")
+    rows = [{**r, "qid": f"{r['qid']}-{i}"} for i in range(4) for r in base]  # 12 queries
+    rr = Reranker(str(tiny_qwen3_dir), mode="direct")
+    with caplog.at_level(logging.INFO, logger="erank.training.evaluate"):
+        out = evaluate_reranker(rr, rows, truncate_length=64, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("evaluating:")]
+    assert out["queries"] == 12
+    assert len(lines) == 2, lines
+    assert "10/12 queries" in lines[0] and "ETA" in lines[0]
+    assert "12/12 queries" in lines[1]

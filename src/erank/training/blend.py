@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from erank.errors import DataFormatError, InputError
+from erank.progress import progress_bar
 from erank.training.config import DataConfig, SourceConfig
 
 __all__ = ["band_target", "percentiles", "build_blend_dataset", "TeacherScorer"]
@@ -123,47 +124,51 @@ def build_blend_dataset(cfg: DataConfig) -> dict[str, Any]:
         if src.name in cfg.eval_sources:
             evals.extend(eval_row(src.name, coll, qid, cfg.eval_candidates) for qid in qids)
             continue
-        for qid in qids:
-            judged = dict(coll.qrels.get(qid, {}))
-            pool = [d for d, _ in coll.candidates.get(qid, [])] + pools.get(qid, [])
-            docids = list(dict.fromkeys(pool))  # first-seen order, no duplicates
-            if src.drop_judged_zero:  # left out entirely, never turned into unjudged negatives
-                docids = [d for d in docids if judged.get(d, 1) > 0]
-                judged = {d: g for d, g in judged.items() if g > 0}
-            if src.unjudged_depth:
-                docids = docids[: src.unjudged_depth]
-                judged.update({d: 0 for d in docids if d not in judged})
-            stats["unjudged_left_out"] += sum(1 for d in docids if d not in judged)
-            docids = [d for d in docids if d in judged and d in coll.docs and coll.docs[d].strip()]
-            if not any(judged[d] >= cfg.positive_min_grade for d in docids):
-                # A query without a positive would teach only "0" and break the RL groups' reward.
-                stats["skipped_no_positive"] += 1
-                continue
-            if cfg.max_docs_per_query and len(docids) > cfg.max_docs_per_query:
-                docids = rng.sample(docids, cfg.max_docs_per_query)
-            t_scores = teacher.score(coll.queries[qid], [coll.docs[d] for d in docids])
-            pct = percentiles(t_scores)
-            stats["queries"] += 1
-            for d, ts, pc in zip(docids, t_scores, pct, strict=True):
-                target = band_target(judged[d], coll.max_grade, pc)
-                rows.append(
-                    {
-                        "qid": f"{src.name}/{qid}",
-                        "docid": d,
-                        "source": src.name,
-                        "query": coll.queries[qid],
-                        "doc": coll.docs[d],
-                        "instruction": coll.instruction,
-                        "completion": str(round(target)),
-                        "target": target,
-                        "label": round(target),
-                        "grade": judged[d],
-                        "max_grade": coll.max_grade,
-                        "is_positive": judged[d] >= cfg.positive_min_grade,
-                        "teacher_score": round(ts, 5),
-                        "style": "direct",
-                    }
-                )
+        with progress_bar(len(qids), f"labelling {src.name}", unit="queries") as bar:
+            for qid in qids:
+                bar.advance()
+                if bar.completed % 10 == 0 or bar.completed == len(qids):
+                    logger.info("labelling %s: %s", src.name, bar.status_text())
+                judged = dict(coll.qrels.get(qid, {}))
+                pool = [d for d, _ in coll.candidates.get(qid, [])] + pools.get(qid, [])
+                docids = list(dict.fromkeys(pool))  # first-seen order, no duplicates
+                if src.drop_judged_zero:  # left out entirely, never turned into unjudged negatives
+                    docids = [d for d in docids if judged.get(d, 1) > 0]
+                    judged = {d: g for d, g in judged.items() if g > 0}
+                if src.unjudged_depth:
+                    docids = docids[: src.unjudged_depth]
+                    judged.update({d: 0 for d in docids if d not in judged})
+                stats["unjudged_left_out"] += sum(1 for d in docids if d not in judged)
+                docids = [d for d in docids if d in judged and d in coll.docs and coll.docs[d].strip()]
+                if not any(judged[d] >= cfg.positive_min_grade for d in docids):
+                    # A query without a positive would teach only "0" and break the RL groups' reward.
+                    stats["skipped_no_positive"] += 1
+                    continue
+                if cfg.max_docs_per_query and len(docids) > cfg.max_docs_per_query:
+                    docids = rng.sample(docids, cfg.max_docs_per_query)
+                t_scores = teacher.score(coll.queries[qid], [coll.docs[d] for d in docids])
+                pct = percentiles(t_scores)
+                stats["queries"] += 1
+                for d, ts, pc in zip(docids, t_scores, pct, strict=True):
+                    target = band_target(judged[d], coll.max_grade, pc)
+                    rows.append(
+                        {
+                            "qid": f"{src.name}/{qid}",
+                            "docid": d,
+                            "source": src.name,
+                            "query": coll.queries[qid],
+                            "doc": coll.docs[d],
+                            "instruction": coll.instruction,
+                            "completion": str(round(target)),
+                            "target": target,
+                            "label": round(target),
+                            "grade": judged[d],
+                            "max_grade": coll.max_grade,
+                            "is_positive": judged[d] >= cfg.positive_min_grade,
+                            "teacher_score": round(ts, 5),
+                            "style": "direct",
+                        }
+                    )
         logger.info("%s: %d queries so far, %d pairs", src.name, stats["queries"], len(rows))
     if not rows:
         raise InputError("no training pairs were built: check that the sources have judged positives")

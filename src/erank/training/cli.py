@@ -68,6 +68,7 @@ def _eval(args: argparse.Namespace) -> int:
         engine=args.engine,
         device=args.device,
         alpha=args.alpha,
+        progress=options.progress_from(args),
     )
     sys.stdout.write(json.dumps(m) + "\n")
     return 0
@@ -124,7 +125,7 @@ def register(subparsers: Any) -> None:
         sp.add_argument("config", help="the YAML configuration (see configs/train/)")
         if stage != "data":
             sp.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
-            options.add_progress(sp)
+        options.add_progress(sp)
         sp.set_defaults(func=_run)
     ev = sub.add_parser(
         "eval",
@@ -157,6 +158,7 @@ def register(subparsers: Any) -> None:
         help="weight 0..1 of the first stage in hybrid_ndcg@10 (default 0.2)",
     )
     options.add_runtime_options(ev)
+    options.add_progress(ev)
     options.add_check(ev, _check_eval)
     ev.set_defaults(func=_eval)
     ex = sub.add_parser(

@@ -20,6 +20,7 @@ from typing import Any
 
 from erank.errors import InputError
 from erank.evaluation.metrics import ndcg_at_10
+from erank.progress import progress_bar
 from erank.training.data import read_jsonl
 from erank.types import Scorer
 
@@ -81,6 +82,7 @@ def evaluate_reranker(
     candidates: int = 10,
     truncate_length: int | None = 2048,
     alpha: float = 0.2,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Rerank the eval split with ``reranker``; nDCG@10 of the reranking and of the first stage.
 
@@ -91,6 +93,9 @@ def evaluate_reranker(
     distributions (ERank ``direct``) also ``expected_ndcg@10``: the ranking by the expected score
     sum_s s x P(s) of the same distributions, a diagnostic (not ERank's rule) that shows whether a
     model whose most probable label is 0 everywhere still orders documents by its probabilities.
+
+    Progress: a bar with an ETA on a terminal (``progress=None``: :func:`erank.progress.progress_bar`
+    decides; ``False``: none) and, every 10 queries, an INFO log line with the same figures.
     """
     from erank.scoring import hybrid_scores
 
@@ -106,46 +111,52 @@ def evaluate_reranker(
     hybrid_expected: dict[str, dict[str, float]] = {}
     pairs = label0 = 0
     labels: Counter[int] = Counter()
-    for r in rows:
-        cands = r["candidates"][:candidates]
-        if not cands:
-            continue
-        res = reranker.score(
-            r["query"], [c["content"] for c in cands], r["instruction"], truncate_length=truncate_length
-        )
-        qid = str(r["qid"])
-        qrels[qid] = {str(d): int(g) for d, g in r["qrels"].items()}
-        n = len(cands)
-        run[qid] = {str(cands[i]["docid"]): float(n - pos) for pos, i in enumerate(res.ranking)}
-        first[qid] = {str(c["docid"]): float(n - i) for i, c in enumerate(cands)}
-        fused = hybrid_scores(
-            [
-                {"first_stage_score": float(c.get("score", n - i)), "rank_score": sc.score}
-                for i, (c, sc) in enumerate(zip(cands, res.scores, strict=True))
-            ],
-            alpha,
-            sort=False,
-        )
-        hybrid[qid] = {str(c["docid"]): f["hybrid_score"] for c, f in zip(cands, fused, strict=True)}
-        label0 += sum(1 for sc in res.scores if sc.label == 0)
-        labels.update(-1 if sc.label is None else sc.label for sc in res.scores)
-        if all(sc.expected_score is not None for sc in res.scores):
-            expected[qid] = {
-                str(c["docid"]): float(sc.expected_score or 0.0)
-                for c, sc in zip(cands, res.scores, strict=True)
-            }
-            fused_e = hybrid_scores(
+    bar = progress_bar(len(rows), "evaluating", unit="queries", enabled=progress)
+    with bar:
+        for r in rows:
+            cands = r["candidates"][:candidates]
+            if not cands:
+                bar.advance()
+                continue
+            res = reranker.score(
+                r["query"], [c["content"] for c in cands], r["instruction"], truncate_length=truncate_length
+            )
+            qid = str(r["qid"])
+            qrels[qid] = {str(d): int(g) for d, g in r["qrels"].items()}
+            n = len(cands)
+            run[qid] = {str(cands[i]["docid"]): float(n - pos) for pos, i in enumerate(res.ranking)}
+            first[qid] = {str(c["docid"]): float(n - i) for i, c in enumerate(cands)}
+            fused = hybrid_scores(
                 [
-                    {"first_stage_score": float(c.get("score", n - i)), "rank_score": sc.expected_score}
+                    {"first_stage_score": float(c.get("score", n - i)), "rank_score": sc.score}
                     for i, (c, sc) in enumerate(zip(cands, res.scores, strict=True))
                 ],
                 alpha,
                 sort=False,
             )
-            hybrid_expected[qid] = {
-                str(c["docid"]): f["hybrid_score"] for c, f in zip(cands, fused_e, strict=True)
-            }
-        pairs += n
+            hybrid[qid] = {str(c["docid"]): f["hybrid_score"] for c, f in zip(cands, fused, strict=True)}
+            label0 += sum(1 for sc in res.scores if sc.label == 0)
+            labels.update(-1 if sc.label is None else sc.label for sc in res.scores)
+            if all(sc.expected_score is not None for sc in res.scores):
+                expected[qid] = {
+                    str(c["docid"]): float(sc.expected_score or 0.0)
+                    for c, sc in zip(cands, res.scores, strict=True)
+                }
+                fused_e = hybrid_scores(
+                    [
+                        {"first_stage_score": float(c.get("score", n - i)), "rank_score": sc.expected_score}
+                        for i, (c, sc) in enumerate(zip(cands, res.scores, strict=True))
+                    ],
+                    alpha,
+                    sort=False,
+                )
+                hybrid_expected[qid] = {
+                    str(c["docid"]): f["hybrid_score"] for c, f in zip(cands, fused_e, strict=True)
+                }
+            pairs += n
+            bar.advance()
+            if bar.completed % 10 == 0 or bar.completed == len(rows):
+                logger.info("evaluating: %s", bar.status_text())
     extra = (
         {
             "expected_ndcg@10": ndcg_at_10(qrels, expected),
@@ -179,6 +190,7 @@ def evaluate_model(
     device: str | None = None,
     alpha: float = 0.2,
     engine: str = "transformers",
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Load ``model`` (folder, GGUF, adapter folder, ``None`` = default) on ``engine`` as an ERank
     :class:`~erank.Reranker` ranking by ``s x P(s)`` and run :func:`evaluate_reranker`."""
@@ -197,6 +209,7 @@ def evaluate_model(
             candidates=candidates,
             truncate_length=truncate_length,
             alpha=alpha,
+            progress=progress,
         )
     finally:
         rr.close()
