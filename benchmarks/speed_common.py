@@ -1,11 +1,15 @@
-"""Shared pieces of the speed benchmarks: the default model, 256-token pairs, the matmul rate."""
+"""Shared pieces of the speed benchmarks: the default model, 256-token pairs, the matmul rate, and
+the peers (the naive per-document ``generate``, sentence-transformers ``CrossEncoder``,
+FlagEmbedding's ``FlagLLMReranker``) as ``speed_peers.py`` and ``speed_real.py`` run them."""
 
 from __future__ import annotations
 
 import os
 import resource
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,3 +65,42 @@ def peak_rss_mib() -> float:
 def non_embedding_params(model) -> int:  # noqa: ANN001
     emb = model.get_input_embeddings().weight.numel()
     return sum(p.numel() for p in model.parameters()) - emb
+
+
+# ---------------------------------------------------------------------------- the peers
+@torch.inference_mode()
+def naive_generate(model: Any, tok: Any, prompts: Sequence[str]) -> list[torch.Tensor]:
+    """The official ERank example's way: one ``model.generate`` per prompt, here 1 new token with
+    its scores (the log-probabilities over the vocabulary, the work of direct mode)."""
+    out = []
+    for p in prompts:
+        enc = tok(p, return_tensors="pt", add_special_tokens=False)
+        g = model.generate(
+            **enc,
+            max_new_tokens=1,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=tok.pad_token_id,
+        )
+        out.append(torch.log_softmax(g.scores[0][0], -1))
+    return out
+
+
+def cross_encoder(path: str, max_length: int) -> Any:
+    """sentence-transformers ``CrossEncoder`` on the causal LM folder: a sequence-classification
+    head on the same backbone, loaded offline from the local folder, its padding token set."""
+    from sentence_transformers import CrossEncoder
+
+    ce = CrossEncoder(path, device="cpu", max_length=max_length)
+    if ce.tokenizer.pad_token is None:
+        ce.tokenizer.pad_token = ce.tokenizer.eos_token
+        ce.model.config.pad_token_id = ce.tokenizer.pad_token_id
+    return ce
+
+
+def flag_llm_reranker(path: str, batch_size: int, max_length: int) -> Any:
+    """FlagEmbedding's ``FlagLLMReranker`` (the yes/no logit of a causal LM, its own prompt) in fp32 on CPU."""
+    from FlagEmbedding import FlagLLMReranker
+
+    return FlagLLMReranker(path, use_fp16=False, devices="cpu", batch_size=batch_size, max_length=max_length)

@@ -62,30 +62,12 @@ def main() -> None:
     model, tok = engine.model, engine.hf_tokenizer
 
     def naive() -> object:
-        out = []
-        with torch.no_grad():
-            for p in prompts:
-                enc = tok(p, return_tensors="pt", add_special_tokens=False)
-                g = model.generate(
-                    **enc,
-                    max_new_tokens=1,
-                    do_sample=False,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                    pad_token_id=tok.pad_token_id,
-                )
-                out.append(torch.log_softmax(g.scores[0][0], -1))
-        return out
+        return sc.naive_generate(model, tok, prompts)
 
     timed("naive: one generate() per document", naive, a.pairs, "(official example's way, 1 new token)")
 
     def cross_encoder() -> Callable[[], object]:
-        from sentence_transformers import CrossEncoder
-
-        ce = CrossEncoder(path, device="cpu", max_length=a.tokens + 64)
-        if ce.tokenizer.pad_token is None:
-            ce.tokenizer.pad_token = ce.tokenizer.eos_token
-            ce.model.config.pad_token_id = ce.tokenizer.pad_token_id
+        ce = sc.cross_encoder(path, a.tokens + 64)
         n = len(ce.tokenizer(sc.QUERY, prompts[0])["input_ids"])
         print(f"  (CrossEncoder input: {n} tokens per pair)")
         return lambda: ce.predict([(sc.QUERY, p) for p in prompts], batch_size=a.pairs)
@@ -101,11 +83,7 @@ def main() -> None:
         print(f"sentence-transformers CrossEncoder cannot run: {type(exc).__name__}: {exc}")
 
     def flag() -> Callable[[], object]:
-        from FlagEmbedding import FlagLLMReranker
-
-        fr = FlagLLMReranker(
-            path, use_fp16=False, devices="cpu", batch_size=a.pairs, max_length=a.tokens + 128
-        )
+        fr = sc.flag_llm_reranker(path, a.pairs, a.tokens + 128)
         return lambda: fr.compute_score([[sc.QUERY, d] for d in docs])
 
     try:
