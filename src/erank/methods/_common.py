@@ -15,7 +15,6 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-from erank.engines.base import Engine
 from erank.errors import InputError
 from erank.types import DocumentScore
 
@@ -241,8 +240,3 @@ def heap_topk(
             sift(0, size)
     chosen = set(top)
     return top + [i for i in order if i not in chosen]
-
-
-def chat_ids(engine: Engine, user: str, suffix: str = "") -> list[int]:
-    """Token ids of ``user`` as one chat turn, generation prompt added, plus ``suffix``."""
-    return engine.tokenizer.encode_prompt(engine.tokenizer.chat_prompt(user) + suffix)

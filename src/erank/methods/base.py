@@ -23,10 +23,12 @@ import hashlib
 import inspect
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from erank.engines.base import Engine
+from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest, LogprobResult
 from erank.errors import InputError, PromptBudgetError
+from erank.methods._common import scores_from_order
 from erank.prompts import resolve_instruction
 from erank.types import (
     Document,
@@ -40,6 +42,7 @@ from erank.types import (
 )
 
 __all__ = [
+    "Job",
     "Method",
     "Prepared",
     "PromptBudgetError",
@@ -91,6 +94,57 @@ class Truncator:
         if len(ids) <= n:
             return text, False
         return self.tok.decode(ids[:n]), True
+
+
+@dataclass
+class Job:
+    """One whole query's work for a method that scores it at once (listwise, pairwise, yes/no...).
+
+    It holds the texts cut to the query's ``truncate_length`` and is the only way such a method
+    calls its engine: :meth:`logprobs` and :meth:`generate` count the model calls and tokens in
+    :attr:`usage`; :attr:`counters` are the method's events (``last_counters``).
+    """
+
+    engine: Engine
+    query: str
+    texts: list[str]
+    truncated: list[bool]
+    instruction: str
+    return_reasoning: bool
+    usage: Usage = field(default_factory=Usage)
+    counters: dict[str, int] = field(default_factory=dict)
+    #: the model's raw outputs, in order (a method that reports them with ``return_reasoning``)
+    outputs: list[str] = field(default_factory=list)
+
+    def chat(self, user: str, suffix: str = "") -> list[int]:
+        """Token ids of ``user`` as one chat turn, generation prompt added, plus ``suffix``."""
+        tok = self.engine.tokenizer
+        return tok.encode_prompt(tok.chat_prompt(user) + suffix)
+
+    def logprobs(self, requests: Sequence[LogprobRequest]) -> list[LogprobResult]:
+        """:meth:`Engine.logprobs`, counted in :attr:`usage`."""
+        if not requests:
+            return []
+        self.usage.model_calls += len(requests)
+        self.usage.prompt_tokens += sum(len(r.prompt_ids) for r in requests)
+        return self.engine.logprobs(requests)
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        """:meth:`Engine.generate`, counted in :attr:`usage`."""
+        if not requests:
+            return []
+        gens = self.engine.generate(requests)
+        self.usage.model_calls += len(requests)
+        self.usage.prompt_tokens += sum(len(r.prompt_ids) for r in requests)
+        self.usage.generated_tokens += sum(len(g.token_ids) for g in gens)
+        return gens
+
+    def count(self, event: str, n: int = 1) -> None:
+        self.counters[event] = self.counters.get(event, 0) + n
+
+    def from_order(self, order: Sequence[int]) -> list[DocumentScore]:
+        """Scores ``n - rank`` in input order for a final ``order`` (best first)."""
+        return scores_from_order(order, self.truncated)
 
 
 def _byte_bound(text: str, n: int | None) -> int:
@@ -323,13 +377,6 @@ class Method:
         self.last_counters = dict(counters)
         return scores, usage
 
-    def _truncate_inputs(
-        self, query: str, docs: list[Document], truncate_length: int | None
-    ) -> tuple[str, list[tuple[str, bool]]]:
-        """The query and every document cut to ``truncate_length`` tokens (``(text, was_cut)`` each)."""
-        q, _ = self.truncate(query, truncate_length)
-        return q, [self.truncate(d.content, truncate_length) for d in docs]
-
     def _ranking(self, scores: list[DocumentScore]) -> list[int]:
         return ranking_from_scores([s.score for s in scores])
 
@@ -341,7 +388,25 @@ class Method:
         truncate_length: int | None,
         return_reasoning: bool,
     ) -> tuple[list[DocumentScore], Usage]:
-        """Per-document scores in input order, and the usage, for one whole query (``docs`` not
-        empty). Every method implements it, or overrides :meth:`_split`, :meth:`run` and
-        :meth:`_collect` to split a query into smaller units."""
-        raise NotImplementedError(f"{type(self).__name__} implements neither _score nor _split/run/_collect")
+        """Per-document scores in input order, and the usage, for one whole query (a unit's
+        payload, ``docs`` not empty): the query and documents cut to ``truncate_length`` tokens,
+        then :meth:`_rank`."""
+        q, _ = self.truncate(query, truncate_length)
+        cut = [self.truncate(d.content, truncate_length) for d in docs]
+        job = Job(
+            engine=self.engine,
+            query=q,
+            texts=[c[0] for c in cut],
+            truncated=[c[1] for c in cut],
+            instruction=instruction,
+            return_reasoning=return_reasoning,
+        )
+        scores = self._rank(job)
+        self.last_counters = job.counters
+        return scores, job.usage
+
+    def _rank(self, job: Job) -> list[DocumentScore]:
+        """Per-document scores in input order for one whole query. Every method implements it, or
+        overrides :meth:`_split`, :meth:`run` and :meth:`_collect` to split a query into smaller
+        units."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _rank nor _split/run/_collect")

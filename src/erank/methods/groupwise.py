@@ -20,10 +20,10 @@ from __future__ import annotations
 import re
 
 from erank.engines.base import Engine, GenerateRequest
-from erank.methods._common import chat_ids, check_positive, format_passages
-from erank.methods.base import Method
+from erank.methods._common import check_positive, format_passages
+from erank.methods.base import Job, Method
 from erank.prompts import render_template, template_text
-from erank.types import Document, DocumentScore, Usage
+from erank.types import DocumentScore
 
 __all__ = ["GroupwiseMethod", "parse_group_scores", "group_bounds"]
 
@@ -95,22 +95,11 @@ class GroupwiseMethod(Method):
             passages=format_passages(texts),
         ).rstrip("\n")
 
-    def _score(
-        self,
-        query: str,
-        docs: list[Document],
-        instruction: str,
-        truncate_length: int | None,
-        return_reasoning: bool,
-    ) -> tuple[list[DocumentScore], Usage]:
-        q, cut = self._truncate_inputs(query, docs, truncate_length)
-        groups = group_bounds(len(docs), self.group_size)
-        prompts = [
-            chat_ids(self.engine, self.build_prompt(q, [c[0] for c in cut[s:e]], instruction))
-            for s, e in groups
-        ]
-        gens = self.engine.generate(
-            [GenerateRequest(prompt_ids=p, max_new_tokens=self.max_new_tokens) for p in prompts]
+    def _rank(self, job: Job) -> list[DocumentScore]:
+        groups = group_bounds(len(job.texts), self.group_size)
+        user = [self.build_prompt(job.query, job.texts[s:e], job.instruction) for s, e in groups]
+        gens = job.generate(
+            [GenerateRequest(prompt_ids=job.chat(u), max_new_tokens=self.max_new_tokens) for u in user]
         )
         scores: list[DocumentScore] = []
         for (s, e), g in zip(groups, gens, strict=True):
@@ -122,14 +111,9 @@ class GroupwiseMethod(Method):
                         score=float(v) if v is not None else 0.0,
                         label=v,
                         parsed=v is not None,
-                        output=g.text if return_reasoning else None,
-                        truncated=cut[s + k][1],
+                        output=g.text if job.return_reasoning else None,
+                        truncated=job.truncated[s + k],
                     )
                 )
-        self.last_counters = {"groups": len(groups)}
-        usage = Usage(
-            model_calls=len(prompts),
-            prompt_tokens=sum(len(p) for p in prompts),
-            generated_tokens=sum(len(g.token_ids) for g in gens),
-        )
-        return scores, usage
+        job.counters["groups"] = len(groups)
+        return scores

@@ -19,24 +19,17 @@ from __future__ import annotations
 import logging
 
 from erank.engines.base import Engine, GenerateRequest
-from erank.methods._common import (
-    chat_ids,
-    check_positive,
-    format_passages,
-    parse_permutation,
-    scores_from_order,
-    sliding_window_order,
-)
-from erank.methods.base import Method
-from erank.prompts import render_template, template_text
-from erank.types import Document, DocumentScore, Usage
+from erank.methods._common import check_positive, parse_permutation
+from erank.methods.base import Job
+from erank.methods.window import WindowMethod
+from erank.types import DocumentScore
 
 __all__ = ["ListwiseMethod"]
 
 logger = logging.getLogger(__name__)
 
 
-class ListwiseMethod(Method):
+class ListwiseMethod(WindowMethod):
     """Sliding-window listwise permutation generation.
 
     Args:
@@ -49,6 +42,7 @@ class ListwiseMethod(Method):
     """
 
     name = "listwise"
+    template_name = "listwise"
 
     def __init__(
         self,
@@ -60,66 +54,29 @@ class ListwiseMethod(Method):
         template: str | None = None,
         answer_prefix: str = "",
     ) -> None:
-        super().__init__(engine)
-        self.window = check_positive("window", window, 2)
-        self.step = check_positive("step", step)
+        super().__init__(engine, window=window, step=step, template=template, answer_prefix=answer_prefix)
         self.max_new_tokens = (
             check_positive("max_new_tokens", max_new_tokens) if max_new_tokens else 6 * window + 16
         )
-        self.template = template_text(template, "listwise")
-        self.answer_prefix = answer_prefix
 
-    def build_prompt(self, query: str, texts: list[str], instruction: str) -> str:
-        """The user message for one window of passages (labels ``[1]..[len(texts)]``)."""
-        return render_template(
-            self.template,
-            instruction=instruction,
-            query=query,
-            num=str(len(texts)),
-            passages=format_passages(texts),
-        ).rstrip("\n")
-
-    def _score(
-        self,
-        query: str,
-        docs: list[Document],
-        instruction: str,
-        truncate_length: int | None,
-        return_reasoning: bool,
-    ) -> tuple[list[DocumentScore], Usage]:
-        q, cut = self._truncate_inputs(query, docs, truncate_length)
-        usage = Usage()
-        outputs: list[str] = []
-        counters = {"windows": 0, "repaired_windows": 0}
-
-        def rank_window(items: list[int]) -> list[int]:
-            if len(items) == 1:
-                return [0]
-            prompt = chat_ids(
-                self.engine, self.build_prompt(q, [cut[i][0] for i in items], instruction), self.answer_prefix
-            )
-            g = self.engine.generate(
-                [GenerateRequest(prompt_ids=prompt, max_new_tokens=self.max_new_tokens)]
-            )[0]
-            usage.model_calls += 1
-            usage.prompt_tokens += len(prompt)
-            usage.generated_tokens += len(g.token_ids)
-            perm, repaired = parse_permutation(g.text, len(items))
-            counters["windows"] += 1
-            counters["repaired_windows"] += int(repaired)
-            outputs.append(g.text)
-            return perm
-
-        order = sliding_window_order(range(len(docs)), self.window, self.step, rank_window)
-        if counters["repaired_windows"]:
+    def _rank(self, job: Job) -> list[DocumentScore]:
+        job.counters["repaired_windows"] = 0
+        scores = super()._rank(job)
+        if job.counters["repaired_windows"]:
             logger.info(
                 "listwise: repaired %d of %d window outputs",
-                counters["repaired_windows"],
-                counters["windows"],
+                job.counters["repaired_windows"],
+                job.counters["windows"],
             )
-        self.last_counters = counters
-        scores = scores_from_order(order, [c[1] for c in cut])
-        if return_reasoning:
+        if job.return_reasoning:
             for s in scores:
-                s.output = "\n---\n".join(outputs)
-        return scores, usage
+                s.output = "\n---\n".join(job.outputs)
+        return scores
+
+    def _rank_window(self, job: Job, user: str, n: int) -> list[int]:
+        prompt = job.chat(user, self.answer_prefix)
+        g = job.generate([GenerateRequest(prompt_ids=prompt, max_new_tokens=self.max_new_tokens)])[0]
+        perm, repaired = parse_permutation(g.text, n)
+        job.count("repaired_windows", int(repaired))
+        job.outputs.append(g.text)
+        return perm

@@ -19,20 +19,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from erank.engines.base import Engine, LogprobRequest, LogprobResult
+from erank.engines.base import Engine, LogprobRequest
 from erank.errors import InputError
 from erank.methods._common import (
     allpairs_scores,
     bubble_topk,
-    chat_ids,
     check_positive,
-    scores_from_order,
     single_token_ids,
     two_way_probability,
 )
-from erank.methods.base import Method
+from erank.methods.base import Job, Method
 from erank.prompts import render_template, template_text
-from erank.types import Document, DocumentScore, Usage
+from erank.types import DocumentScore
 
 __all__ = ["PairwiseMethod", "PairwiseAllPairsMethod", "pair_outcome"]
 
@@ -101,32 +99,20 @@ class PairwiseMethod(Method):
             self.template, instruction=instruction, query=query, doc_a=doc_a, doc_b=doc_b
         ).rstrip("\n")
 
-    def _score(
-        self,
-        query: str,
-        docs: list[Document],
-        instruction: str,
-        truncate_length: int | None,
-        return_reasoning: bool,
-    ) -> tuple[list[DocumentScore], Usage]:
-        q, cut = self._truncate_inputs(query, docs, truncate_length)
-        texts = [c[0] for c in cut]
-        usage = Usage()
-        comparisons = 0
+    def _rank(self, job: Job) -> list[DocumentScore]:
+        texts = job.texts
+        job.counters["comparisons"] = 0
 
         def ask(pairs: list[tuple[int, int]]) -> list[float]:
-            nonlocal comparisons
             reqs = []
             for i, j in pairs:
                 for a, b in ((i, j), (j, i)):
-                    prompt = chat_ids(
-                        self.engine, self.build_prompt(q, texts[a], texts[b], instruction), ANSWER_PREFIX
+                    prompt = job.chat(
+                        self.build_prompt(job.query, texts[a], texts[b], job.instruction), ANSWER_PREFIX
                     )
                     reqs.append(LogprobRequest(prompt_ids=prompt, token_ids=self.a_ids + self.b_ids))
-            res: list[LogprobResult] = self.engine.logprobs(reqs) if reqs else []
-            usage.model_calls += len(reqs)
-            usage.prompt_tokens += sum(len(r.prompt_ids) for r in reqs)
-            comparisons += len(pairs)
+            res = job.logprobs(reqs)
+            job.count("comparisons", len(pairs))
             out = []
             for k in range(len(pairs)):
                 p1 = two_way_probability(res[2 * k].steps[0], self.a_ids, self.b_ids)
@@ -134,17 +120,14 @@ class PairwiseMethod(Method):
                 out.append(pair_outcome(p1, p2))
             return out
 
-        n = len(docs)
+        n = len(texts)
         if self.variant == "allpairs":
             pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
             table = dict(zip(pairs, ask(pairs), strict=True))
             wins = allpairs_scores(n, lambda i, j: table[(i, j)])
-            scores = [DocumentScore(index=i, score=wins[i], truncated=cut[i][1]) for i in range(n)]
-        else:
-            order = bubble_topk(range(n), self.top_k, lambda upper, lower: ask([(lower, upper)])[0] == 1.0)
-            scores = scores_from_order(order, [c[1] for c in cut])
-        self.last_counters = {"comparisons": comparisons}
-        return scores, usage
+            return [DocumentScore(index=i, score=wins[i], truncated=job.truncated[i]) for i in range(n)]
+        order = bubble_topk(range(n), self.top_k, lambda upper, lower: ask([(lower, upper)])[0] == 1.0)
+        return job.from_order(order)
 
 
 class PairwiseAllPairsMethod(PairwiseMethod):

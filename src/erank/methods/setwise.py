@@ -23,10 +23,10 @@ from typing import Literal
 
 from erank.engines.base import Engine, GenerateRequest, LogprobRequest
 from erank.errors import InputError
-from erank.methods._common import chat_ids, check_positive, format_passages, heap_topk, scores_from_order
-from erank.methods.base import Method
+from erank.methods._common import check_positive, format_passages, heap_topk
+from erank.methods.base import Job, Method
 from erank.prompts import render_template, template_text
-from erank.types import Document, DocumentScore, Usage
+from erank.types import DocumentScore
 
 __all__ = ["SetwiseMethod", "parse_choice", "DIRECT_CHOICE_SUFFIX"]
 
@@ -104,44 +104,28 @@ class SetwiseMethod(Method):
             self.template, instruction=instruction, query=query, passages=format_passages(texts)
         ).rstrip("\n")
 
-    def _score(
-        self,
-        query: str,
-        docs: list[Document],
-        instruction: str,
-        truncate_length: int | None,
-        return_reasoning: bool,
-    ) -> tuple[list[DocumentScore], Usage]:
-        q, cut = self._truncate_inputs(query, docs, truncate_length)
-        usage = Usage()
-        counters = {"choices": 0, "forced_choices": 0}
+    def _rank(self, job: Job) -> list[DocumentScore]:
+        job.counters.update(choices=0, forced_choices=0)
 
         def by_logits(user: str, n: int) -> int:
-            prompt = chat_ids(self.engine, user, DIRECT_CHOICE_SUFFIX)
             ids = self.label_ids[:n]
-            res = self.engine.logprobs([LogprobRequest(prompt_ids=prompt, token_ids=ids)])[0]
-            usage.model_calls += 1
-            usage.prompt_tokens += len(prompt)
+            res = job.logprobs(
+                [LogprobRequest(prompt_ids=job.chat(user, DIRECT_CHOICE_SUFFIX), token_ids=ids)]
+            )[0]
             return max(range(n), key=lambda p: (res.steps[0].get(ids[p], float("-inf")), -p))
 
         def choose(items: list[int]) -> int:
-            counters["choices"] += 1
-            user = self.build_prompt(q, [cut[i][0] for i in items], instruction)
+            job.count("choices")
+            user = self.build_prompt(job.query, [job.texts[i] for i in items], job.instruction)
             if self._mode == "direct":
                 return items[by_logits(user, len(items))]
-            prompt = chat_ids(self.engine, user)
-            g = self.engine.generate(
-                [GenerateRequest(prompt_ids=prompt, max_new_tokens=self.max_new_tokens, stop=["</answer>"])]
-            )[0]
-            usage.model_calls += 1
-            usage.prompt_tokens += len(prompt)
-            usage.generated_tokens += len(g.token_ids)
-            k = parse_choice(g.text, len(items))
+            request = GenerateRequest(
+                prompt_ids=job.chat(user), max_new_tokens=self.max_new_tokens, stop=["</answer>"]
+            )
+            k = parse_choice(job.generate([request])[0].text, len(items))
             if k is None:
-                counters["forced_choices"] += 1
+                job.count("forced_choices")
                 k = by_logits(user, len(items))
             return items[k]
 
-        order = heap_topk(range(len(docs)), self.top_k, choose, self.num_child)
-        self.last_counters = counters
-        return scores_from_order(order, [c[1] for c in cut]), usage
+        return job.from_order(heap_topk(range(len(job.texts)), self.top_k, choose, self.num_child))

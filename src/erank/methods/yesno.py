@@ -21,9 +21,9 @@ import logging
 from erank.engines.base import Engine, GenerateRequest, LogprobRequest
 from erank.errors import InputError
 from erank.methods._common import check_positive, single_token_ids, two_way_probability
-from erank.methods.base import Method
+from erank.methods.base import Job, Method
 from erank.prompts import render_template, template_text
-from erank.types import Document, DocumentScore, Usage
+from erank.types import DocumentScore
 
 __all__ = ["YesNoMethod", "Rank1Method", "THINK_OPEN", "THINK_CLOSE"]
 
@@ -71,27 +71,20 @@ class YesNoMethod(Method):
         user = render_template(self.template, instruction=instruction, query=query, doc=doc).rstrip("\n")
         return self.engine.tokenizer.chat_prompt(user) + self.answer_prefix
 
-    def _score(
-        self,
-        query: str,
-        docs: list[Document],
-        instruction: str,
-        truncate_length: int | None,
-        return_reasoning: bool,
-    ) -> tuple[list[DocumentScore], Usage]:
-        q, cut = self._truncate_inputs(query, docs, truncate_length)
-        prompts = [self.engine.tokenizer.encode_prompt(self.build_prompt(q, t, instruction)) for t, _ in cut]
+    def _rank(self, job: Job) -> list[DocumentScore]:
+        encode = self.engine.tokenizer.encode_prompt
+        prompts = [encode(self.build_prompt(job.query, t, job.instruction)) for t in job.texts]
         ids = self.yes_ids + self.no_ids
-        results = self.engine.logprobs([LogprobRequest(prompt_ids=p, token_ids=ids) for p in prompts])
+        results = job.logprobs([LogprobRequest(prompt_ids=p, token_ids=ids) for p in prompts])
         scores = []
         for i, (res, p) in enumerate(zip(results, prompts, strict=True)):
             prob = two_way_probability(res.steps[0], self.yes_ids, self.no_ids)
             scores.append(
                 DocumentScore(
-                    index=i, score=prob, probability=prob, prompt_tokens=len(p), truncated=cut[i][1]
+                    index=i, score=prob, probability=prob, prompt_tokens=len(p), truncated=job.truncated[i]
                 )
             )
-        return scores, Usage(model_calls=len(prompts), prompt_tokens=sum(len(p) for p in prompts))
+        return scores
 
 
 class Rank1Method(Method):
@@ -117,18 +110,10 @@ class Rank1Method(Method):
         user = render_template(self.template, instruction=instruction, query=query, doc=doc).rstrip("\n")
         return self.engine.tokenizer.chat_prompt(user) + THINK_OPEN
 
-    def _score(
-        self,
-        query: str,
-        docs: list[Document],
-        instruction: str,
-        truncate_length: int | None,
-        return_reasoning: bool,
-    ) -> tuple[list[DocumentScore], Usage]:
+    def _rank(self, job: Job) -> list[DocumentScore]:
         tok = self.engine.tokenizer
-        q, cut = self._truncate_inputs(query, docs, truncate_length)
-        prompts = [tok.encode_prompt(self.build_prompt(q, t, instruction)) for t, _ in cut]
-        gens = self.engine.generate(
+        prompts = [tok.encode_prompt(self.build_prompt(job.query, t, job.instruction)) for t in job.texts]
+        gens = job.generate(
             [
                 GenerateRequest(prompt_ids=p, max_new_tokens=self.max_new_tokens, stop=[THINK_CLOSE])
                 for p in prompts
@@ -144,7 +129,8 @@ class Rank1Method(Method):
             # Re-encode the reasoning so the forced and the natural case end in the same tokens.
             answer_prompts.append(p + tok.encode(head) + close_ids + tok.encode(" "))
         ids = self.true_ids + self.false_ids
-        results = self.engine.logprobs([LogprobRequest(prompt_ids=a, token_ids=ids) for a in answer_prompts])
+        results = job.logprobs([LogprobRequest(prompt_ids=a, token_ids=ids) for a in answer_prompts])
+        keep = job.return_reasoning
         scores = []
         for i, (res, g) in enumerate(zip(results, gens, strict=True)):
             prob = two_way_probability(res.steps[0], self.true_ids, self.false_ids)
@@ -153,27 +139,22 @@ class Rank1Method(Method):
                     index=i,
                     score=prob,
                     probability=prob,
-                    reasoning=split_reasoning(g.text)[1] if return_reasoning else None,
-                    output=g.text if return_reasoning else None,
+                    reasoning=split_reasoning(g.text)[1] if keep else None,
+                    output=g.text if keep else None,
                     prompt_tokens=len(prompts[i]) + len(answer_prompts[i]),
                     generated_tokens=len(g.token_ids),
-                    truncated=cut[i][1],
+                    truncated=job.truncated[i],
                 )
             )
         if forced:
             logger.info(
                 "rank1: %d of %d reasonings did not close within %d tokens; answers forced",
                 forced,
-                len(docs),
+                len(prompts),
                 self.max_new_tokens,
             )
-        self.last_counters = {"forced_answers": forced}
-        usage = Usage(
-            model_calls=len(prompts) + len(answer_prompts),
-            prompt_tokens=sum(len(p) for p in prompts) + sum(len(a) for a in answer_prompts),
-            generated_tokens=sum(len(g.token_ids) for g in gens),
-        )
-        return scores, usage
+        job.counters["forced_answers"] = forced
+        return scores
 
 
 def split_reasoning(text: str) -> tuple[bool, str]:
