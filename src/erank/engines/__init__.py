@@ -17,6 +17,7 @@ from erank.engines.base import (
     LogprobResult,
     Tokenizer,
 )
+from erank.engines.tokenizers import HFTokenizer
 from erank.errors import InputError
 
 __all__ = [
@@ -24,9 +25,11 @@ __all__ = [
     "Engine",
     "GenerateRequest",
     "GenerateResult",
+    "HFTokenizer",
     "LogprobRequest",
     "LogprobResult",
     "Tokenizer",
+    "cpu_has_bf16",
     "create_engine",
 ]
 
@@ -47,3 +50,11 @@ def create_engine(name: str, model: Any = None, **kwargs: Any) -> Engine:
     engine_cls = getattr(importlib.import_module(module), cls)
     engine: Engine = engine_cls(model, **kwargs)
     return engine
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 matrix units (avx512_bf16 or AMX), so bf16 matmuls pay
+    (:mod:`erank.engines.precision`, imported here on first use: it needs torch)."""
+    from erank.engines import precision
+
+    return precision.cpu_has_bf16()

@@ -187,6 +187,10 @@ class PromptBuilder:
         d, _ = self.method.truncate(doc, self.truncate_length)
         return self.method.build_prompt(q, d, instruction)
 
+    def prompt_ids(self, query: str, doc: str, instruction: str) -> list[int]:
+        """Token ids of :meth:`prompt`, as the engine tokenises a rendered prompt."""
+        return self.engine.tokenizer.encode_prompt(self.prompt(query, doc, instruction))
+
     def encode(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
         """Token ids of prompt and completion (+ EOS), as the engine tokenises them."""
         return self.engine.tokenizer.encode_prompt(prompt), self.completion_ids(completion)

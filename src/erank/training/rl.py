@@ -78,12 +78,7 @@ from erank.training.grpo import (  # noqa: F401 - _query_rewards: tests reach it
     _reasoning_step,
     _save_checkpoint,
 )
-from erank.training.policy import (  # noqa: F401 - left_pad: the pointwise trainer imports it here
-    GRPOStepStats,
-    _Policy,
-    left_pad,
-    score_logprobs,
-)
+from erank.training.policy import GRPOStepStats, _Policy, score_logprobs
 from erank.training.sampler import QueryGroupSampler
 
 __all__ = ["run_rl", "score_logprobs", "GRPOStepStats"]
@@ -124,10 +119,9 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
     pol.builder.truncate_length = trunc
     pol.direct_builder.truncate_length = trunc
     reserve = 2 if style == "direct" else cfg.max_new_tokens
-    encode = pol.builder.engine.tokenizer.encode_prompt
     fits: list[list[int] | None] = []
     for r in rows:
-        ids = encode(pol.builder.prompt(r["query"], r["doc"], r["instruction"]))
+        ids = pol.builder.prompt_ids(r["query"], r["doc"], r["instruction"])
         fits.append(ids if len(ids) + reserve <= cfg.cutoff else None)
     # r_RR / r_NDCG: a query none of whose positive prompts fits goes whole (no positive in its group)
     lost: set[str] = set()
@@ -144,7 +138,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = True, stop_after: int | None = None)
             continue
         prompts.append(fit)
         if style != "direct":
-            direct_prompts.append(encode(pol.direct_builder.prompt(r["query"], r["doc"], r["instruction"])))
+            direct_prompts.append(pol.direct_builder.prompt_ids(r["query"], r["doc"], r["instruction"]))
         keep_rows.append(r)
     dropped = {"dropped_prompts": sum(1 for ids in fits if ids is None), "dropped_queries": len(lost)}
     if dropped["dropped_prompts"]:
