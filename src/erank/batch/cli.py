@@ -26,13 +26,13 @@ logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = options.add_command(
+        sub,
         "batch",
-        help="rerank a large file of query-document pairs on Ray (resumable)",
-        description="Score (qid, query, docid, text[, first_stage_score]) pairs with a pool of reranker "
+        "rerank a large file of query-document pairs on Ray (resumable)",
+        "Score (qid, query, docid, text[, first_stage_score]) pairs with a pool of reranker "
         "actors on Ray and write Parquet shards, a TREC run file and an errors file. Rerun the same "
         "command after a crash or kill to resume: finished shards are skipped.",
-        formatter_class=options.HelpFormatter,
     )
     p.add_argument(
         "--input",

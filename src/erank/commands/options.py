@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from erank.reranker import Reranker
 
 __all__ = [
     "DEFAULT_TOP_K",
@@ -88,6 +91,24 @@ class DeprecatedAlias(argparse.Action):
         notes = list(getattr(namespace, _DEPRECATIONS, []))
         notes.append(f"{option_string} is deprecated here; use {self.use}")
         setattr(namespace, _DEPRECATIONS, notes)
+
+
+def add_alias(p: argparse.ArgumentParser, *old: str, new: str, use: str | None = None) -> None:
+    """Keep ``old`` spellings working for the option ``new`` (already added to ``p``): the same
+    destination and type, and a deprecation warning naming ``use`` (default ``new``) when used."""
+    target = next(a for a in p._actions if new in a.option_strings)
+    kwargs: dict[str, Any] = {"type": target.type} if target.type is not None else {}
+    p.add_argument(*old, dest=target.dest, action=DeprecatedAlias, use=use or new, **kwargs)
+
+
+def add_command(
+    subparsers: Any, name: str, help: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand of ``erank`` (or of a command with stages): its parser, help formatted alike."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help, description=description or help, formatter_class=HelpFormatter
+    )
+    return parser
 
 
 def deprecations(args: argparse.Namespace) -> list[str]:
@@ -181,12 +202,7 @@ def add_instruction(p: argparse.ArgumentParser, default: str = "beir") -> None:
 
 
 def add_truncate_length(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--truncate-length",
-        type=positive_int,
-        default=DEFAULT_TRUNCATE_LENGTH,
-        help=f"tokens kept of the query and of each document (default {DEFAULT_TRUNCATE_LENGTH})",
-    )
+    _count(p, "--truncate-length", DEFAULT_TRUNCATE_LENGTH, "tokens kept of the query and of each document")
 
 
 def add_runtime_options(p: argparse.ArgumentParser, *, device: bool = True) -> None:
@@ -208,12 +224,12 @@ def add_runtime_options(p: argparse.ArgumentParser, *, device: bool = True) -> N
 
 
 def add_top_k(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--top-k",
-        type=positive_int,
-        default=DEFAULT_TOP_K,
-        help=f"first-stage candidates reranked per query (default {DEFAULT_TOP_K})",
-    )
+    _count(p, "--top-k", DEFAULT_TOP_K, "first-stage candidates reranked per query")
+
+
+def _count(p: argparse.ArgumentParser, flag: str, default: int, text: str) -> None:
+    """A positive count option with its default in the help."""
+    p.add_argument(flag, type=positive_int, default=default, help=f"{text} (default {default})")
 
 
 def add_queries(p: argparse.ArgumentParser) -> None:
@@ -253,6 +269,22 @@ def method_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "max_new_tokens", None) is not None:
         out["max_new_tokens"] = args.max_new_tokens
     return out
+
+
+def load_reranker(args: argparse.Namespace) -> Reranker:
+    """The :class:`~erank.Reranker` the shared model options name, with a status line while it loads."""
+    from erank.progress import progress_status
+    from erank.reranker import Reranker
+
+    with progress_status(f"loading {args.model or 'erank-smol'}", enabled=progress_from(args)):
+        return Reranker(
+            args.model,
+            method=args.method,
+            engine=args.engine,
+            mode=args.mode,
+            device=args.device,
+            **method_kwargs_from(args),
+        )
 
 
 def preflight(args: argparse.Namespace) -> None:

@@ -24,11 +24,11 @@ _CHUNK = 16
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = options.add_command(
+        sub,
         "rerank",
-        help="rerank documents for a query",
-        description="Rerank documents for one query and print them, most relevant first.",
-        formatter_class=options.HelpFormatter,
+        "rerank documents for a query",
+        "Rerank documents for one query and print them, most relevant first.",
     )
     p.add_argument("--query", "-q", required=True, help="the query text")
     p.add_argument(
@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
         "(one document per line), or - for standard input",
     )
     options.add_instruction(p)
-    p.add_argument("-i", dest="instruction", action=options.DeprecatedAlias, use="--instruction")
+    options.add_alias(p, "-i", new="--instruction")
     options.add_model_options(p)
     p.add_argument(
         "--top-n",
@@ -49,14 +49,7 @@ def register(sub: Any) -> None:
         metavar="N",
         help="print only the N most relevant documents (all are scored); default all",
     )
-    p.add_argument(
-        "--top-k",
-        "-k",
-        dest="top_n",
-        type=options.positive_int,
-        action=options.DeprecatedAlias,
-        use="--top-n",
-    )
+    options.add_alias(p, "--top-k", "-k", new="--top-n")
     options.add_truncate_length(p)
     p.add_argument(
         "--alpha",
@@ -243,21 +236,12 @@ def _print_table(rows: Iterable[dict[str, Any]], result: RerankResult, hybrid: b
 
 
 def run(args: argparse.Namespace) -> int:
-    from erank.progress import progress_bar, progress_status
-    from erank.reranker import Reranker
+    from erank.progress import progress_bar
 
     docs = read_documents(args.docs)
     if args.alpha is not None and any(d.first_stage_score is None for d in docs):
         raise InputError("--alpha needs a first_stage_score on every document (JSONL input)")
-    with progress_status(f"loading {args.model or 'erank-smol'}", enabled=options.progress_from(args)):
-        reranker = Reranker(
-            args.model,
-            method=args.method,
-            engine=args.engine,
-            mode=args.mode,
-            device=args.device,
-            **options.method_kwargs_from(args),
-        )
+    reranker = options.load_reranker(args)
     with progress_bar(len(docs), "scoring", unit="documents", enabled=options.progress_from(args)) as bar:
         result = score_in_chunks(
             reranker, args.query, docs, args.instruction, args.truncate_length,

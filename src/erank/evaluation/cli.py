@@ -19,13 +19,13 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = options.add_command(
+        subparsers,
         "eval",
-        help="evaluate rerankers on a collection (runs, metrics.json, report.md, plots)",
-        description="Rerank the first-stage candidates of a collection and evaluate (nDCG@10, MAP, MRR@10, "
+        "evaluate rerankers on a collection (runs, metrics.json, report.md, plots)",
+        "Rerank the first-stage candidates of a collection and evaluate (nDCG@10, MAP, MRR@10, "
         "R@k), with hybrid fusion, significance tests against the first stage, a Markdown report and plots. "
         "Scores are cached in OUT/scores.sqlite: a killed run resumes where it stopped.",
-        formatter_class=options.HelpFormatter,
     )
     p.add_argument(
         "--data",
@@ -98,18 +98,7 @@ def run_eval(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rerankers: dict[str, Any] = {}
     if not args.first_stage_only:
-        from erank.progress import progress_status
-        from erank.reranker import Reranker
-
-        with progress_status(f"loading {args.model or 'erank-smol'}", enabled=options.progress_from(args)):
-            reranker = Reranker(
-                args.model,
-                method=args.method,
-                engine=args.engine,
-                mode=args.mode,
-                device=args.device,
-                **options.method_kwargs_from(args),
-            )
+        reranker = options.load_reranker(args)
         name = Path(str(reranker.model_name)).name
         mode = reranker.mode
         rerankers[f"{name}-{args.method}{'-' + mode if mode else ''}"] = reranker

@@ -112,18 +112,18 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``erank compare`` to the ``erank`` command line."""
-    p = subparsers.add_parser(
+    p = options.add_command(
+        subparsers,
         "compare",
-        help="compare ranking methods on first-stage candidates (nDCG@10, calls, tokens, time)",
-        description="Rerank the same first-stage candidates with several methods and print the comparison table.",
-        formatter_class=options.HelpFormatter,
+        "compare ranking methods on first-stage candidates (nDCG@10, calls, tokens, time)",
+        "Rerank the same first-stage candidates with several methods and print the comparison table.",
     )
     p.add_argument(
         "--first-stage",
         metavar="FILE",
         help="required: the first-stage candidates, a rank_llm candidate JSON (retrieve_results_*.json)",
     )
-    p.add_argument("--data", dest="first_stage", action=options.DeprecatedAlias, use="--first-stage FILE")
+    options.add_alias(p, "--data", new="--first-stage", use="--first-stage FILE")
     p.add_argument(
         "--qrels", default=None, help="TREC qrels (default: a qrels*.txt beside or above the candidates)"
     )

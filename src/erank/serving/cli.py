@@ -114,23 +114,17 @@ def _default_text(value: Any) -> str:
 
 def register(subparsers: Any) -> None:
     """Add the ``serve`` subcommand."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
+    p = options.add_command(
+        subparsers,
         "serve",
-        help="run the HTTP rerank service (Cohere/Jina, TEI and erank endpoints)",
-        description="Run the HTTP rerank service. Options default to ERANK_* environment variables, "
+        "run the HTTP rerank service (Cohere/Jina, TEI and erank endpoints)",
+        "Run the HTTP rerank service. Options default to ERANK_* environment variables, "
         "then to the defaults shown.",
-        formatter_class=options.HelpFormatter,
     )
     options.add_model_options(p)
     options.add_instruction(p)
     options.add_truncate_length(p)
-    p.add_argument(
-        "--max-tokens-per-doc",
-        dest="truncate_length",
-        type=options.positive_int,
-        action=options.DeprecatedAlias,
-        use="--truncate-length",
-    )
+    options.add_alias(p, "--max-tokens-per-doc", new="--truncate-length")
     options.add_runtime_options(p)
     d = ServeSettings()
     for flag, field, kind, text in _OWN_OPTIONS:

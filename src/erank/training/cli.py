@@ -109,11 +109,7 @@ class _DeprecatedPositional(options.DeprecatedAlias):
 
 def register(subparsers: Any) -> None:
     """Add ``erank train`` to the erank command line."""
-    p = subparsers.add_parser(
-        "train",
-        help="train an ERank model: data construction, SFT, RL (GRPO)",
-        formatter_class=options.HelpFormatter,
-    )
+    p = options.add_command(subparsers, "train", "train an ERank model: data construction, SFT, RL (GRPO)")
     sub = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
     helps = {
         "data": "build the training set (1 positive + N-1 negatives per query, labelled 0..10)",
@@ -121,35 +117,27 @@ def register(subparsers: Any) -> None:
         "rl": "GRPO with the listwise-derived reward (resumes after a kill)",
     }
     for stage, text in helps.items():
-        sp = sub.add_parser(stage, help=text, description=text, formatter_class=options.HelpFormatter)
+        sp = options.add_command(sub, stage, text)
         sp.add_argument("config", help="the YAML configuration (see configs/train/)")
         if stage != "data":
             sp.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
         options.add_progress(sp)
         sp.set_defaults(func=_run)
-    ev = sub.add_parser(
+    ev = options.add_command(
+        sub,
         "eval",
-        help="nDCG@10 of a model on the held-out split (eval.jsonl)",
-        description="Rerank the held-out queries' first-stage candidates with ERank in direct mode and "
+        "nDCG@10 of a model on the held-out split (eval.jsonl)",
+        "Rerank the held-out queries' first-stage candidates with ERank in direct mode and "
         "print nDCG@10 (reranked, first stage, hybrid) as JSON.",
-        formatter_class=options.HelpFormatter,
     )
     # the old spelling `erank train eval MODEL eval.jsonl` (MODEL is --model now, as everywhere)
     ev.add_argument("old_model", nargs="?", action=_DeprecatedPositional, use="--model MODEL")
     ev.add_argument("eval_file", help="eval.jsonl written by `erank train data`")
     options.add_model_options(ev, method=False)
     options.add_top_k(ev)
-    ev.add_argument(
-        "--candidates", dest="top_k", type=options.positive_int, action=options.DeprecatedAlias, use="--top-k"
-    )
+    options.add_alias(ev, "--candidates", new="--top-k")
     options.add_queries(ev)
-    ev.add_argument(
-        "--max-queries",
-        dest="queries",
-        type=options.positive_int,
-        action=options.DeprecatedAlias,
-        use="--queries",
-    )
+    options.add_alias(ev, "--max-queries", new="--queries")
     options.add_truncate_length(ev)
     ev.add_argument(
         "--alpha",
@@ -161,10 +149,8 @@ def register(subparsers: Any) -> None:
     options.add_progress(ev)
     options.add_check(ev, _check_eval)
     ev.set_defaults(func=_eval)
-    ex = sub.add_parser(
-        "export",
-        help="ship a LoRA adapter as an embedded model (fp16 weights + SHA256SUMS)",
-        formatter_class=options.HelpFormatter,
+    ex = options.add_command(
+        sub, "export", "ship a LoRA adapter as an embedded model (fp16 weights + SHA256SUMS)"
     )
     ex.add_argument("adapter", help="the adapter folder (e.g. runs/smol/rl/adapter)")
     ex.add_argument("dest", help="where to write it (src/erank/weights/erank-smol for the default)")
