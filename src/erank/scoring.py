@@ -24,7 +24,9 @@ from erank.errors import InputError
 
 __all__ = [
     "ScoreTokens",
+    "ANSWER_STOP",
     "parse_answer",
+    "reasoning_text",
     "label_probabilities",
     "rank_score",
     "expected_score",
@@ -32,7 +34,21 @@ __all__ = [
     "zscores",
 ]
 
+#: where an ERank answer ends (generation stops there)
+ANSWER_STOP = "</answer>"
 _ANSWER = re.compile(r"<answer>\s*([+-]?\d+)\s*(?:</answer>|$)")
+
+
+def reasoning_text(text: str) -> str:
+    """The reasoning of an ERank generation: inside ``<think>...</think>``, else before ``</think>``
+    or ``<answer>``."""
+    start = text.find("<think>")
+    end = text.find("</think>")
+    if start >= 0 and end > start:
+        return text[start + len("<think>") : end].strip()
+    if end >= 0:
+        return text[:end].strip()
+    return text.split("<answer>")[0].strip()
 
 
 def parse_answer(text: str, max_score: int = 10) -> tuple[int | None, int]:

@@ -17,7 +17,7 @@ from erank.engines.base import (
     LogprobResult,
     Tokenizer,
 )
-from erank.engines.tokenizers import HFTokenizer
+from erank.engines.tokenizers import HFTokenizer, token_id_list, trim_tokens_to_text
 from erank.errors import InputError
 
 __all__ = [
@@ -31,6 +31,8 @@ __all__ = [
     "Tokenizer",
     "cpu_has_bf16",
     "create_engine",
+    "token_id_list",
+    "trim_tokens_to_text",
 ]
 
 #: name -> "module:Class"

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from erank.errors import InputError
+
 __all__ = [
     "Tokenizer",
     "Engine",
@@ -29,6 +31,8 @@ __all__ = [
     "GenerateRequest",
     "GenerateResult",
     "EngineStats",
+    "check_requests",
+    "prefix_groups",
 ]
 
 
@@ -122,3 +126,50 @@ class Engine(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_requests(requests: Sequence[LogprobRequest | GenerateRequest]) -> None:
+    """Refuse, before anything runs, a request with an empty prompt or a generation budget under
+    one token (every engine calls it first)."""
+    for r in requests:
+        kind = "generate" if isinstance(r, GenerateRequest) else "logprob"
+        if not r.prompt_ids:
+            raise InputError(f"a {kind} request has an empty prompt; pass at least one prompt token")
+        if isinstance(r, GenerateRequest) and r.max_new_tokens <= 0:
+            raise InputError(f"max_new_tokens must be positive, got {r.max_new_tokens}")
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common prefix of two token sequences."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def prefix_groups(
+    seqs: Sequence[Sequence[int]], tails: Sequence[int], min_prefix: int
+) -> list[tuple[int, list[int]]]:
+    """Request indices grouped by a common prefix, ``[(prefix_length, indices)]``, for engines that
+    run a shared prompt start once.
+
+    Requests are taken in token order; consecutive ones sharing at least ``min_prefix`` tokens
+    form a group. ``tails[i]`` is how many final tokens of request ``i`` must stay outside the
+    prefix (the positions whose logits are read, at least one). A lone request has prefix 0.
+    """
+    if not seqs:
+        return []
+    order = sorted(range(len(seqs)), key=lambda i: list(seqs[i]))
+    out: list[tuple[int, list[int]]] = []
+    cur, cur_len = [order[0]], len(seqs[order[0]]) - tails[order[0]]
+    for prev, i in zip(order, order[1:], strict=False):
+        new = min(cur_len, common_prefix(seqs[prev], seqs[i]), len(seqs[i]) - tails[i])
+        if new >= min_prefix:
+            cur.append(i)
+            cur_len = new
+        else:
+            out.append((cur_len if len(cur) > 1 else 0, cur))
+            cur, cur_len = [i], len(seqs[i]) - tails[i]
+    out.append((cur_len if len(cur) > 1 else 0, cur))
+    return out

@@ -42,6 +42,7 @@ from erank.engines.base import (
     GenerateResult,
     LogprobRequest,
     LogprobResult,
+    check_requests,
 )
 from erank.errors import InputError, ModelLoadError, require
 from erank.models import resolve_model
@@ -264,9 +265,8 @@ class LlamaCppEngine(Engine):
 
     # ------------------------------------------------------------------ protocol
     def logprobs(self, requests: Sequence[LogprobRequest]) -> list[LogprobResult]:
+        check_requests(requests)
         for r in requests:
-            if not r.prompt_ids:
-                raise InputError("a logprob request has an empty prompt; pass at least one prompt token")
             self._check_length(len(r.prompt_ids) + len(r.extension))
         if self.n_seq > 1 and len(requests) > 1:
             return self._logprobs_parallel(requests)
@@ -302,11 +302,7 @@ class LlamaCppEngine(Engine):
         ]
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        for r in requests:
-            if not r.prompt_ids:
-                raise InputError("a generate request has an empty prompt; pass at least one prompt token")
-            if r.max_new_tokens <= 0:
-                raise InputError(f"max_new_tokens must be positive, got {r.max_new_tokens}")
+        check_requests(requests)
         results: list[GenerateResult | None] = [None] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: list(requests[i].prompt_ids))
         for i in order:

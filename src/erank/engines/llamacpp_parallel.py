@@ -3,23 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from erank.engines.base import prefix_groups
 from erank.engines.llamacpp import _log_softmax
 from erank.errors import ModelLoadError
 
 __all__ = ["ParallelDecoder"]
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class ParallelDecoder:
@@ -77,19 +69,7 @@ class ParallelDecoder:
     def _groups(self, seqs: list[list[int]], tails: list[int]) -> list[tuple[int, list[int]]]:
         """``[(prefix_length, request indices)]``: consecutive requests in token order sharing at
         least ``min_prefix`` tokens (a lone request has prefix 0), the tails kept out."""
-        order = sorted(range(len(seqs)), key=lambda i: seqs[i])
-        out: list[tuple[int, list[int]]] = []
-        cur, cur_len = [order[0]], len(seqs[order[0]]) - tails[order[0]]
-        for prev, i in zip(order, order[1:], strict=False):
-            new = min(cur_len, _lcp(seqs[prev], seqs[i]), len(seqs[i]) - tails[i])
-            if new >= self.min_prefix:
-                cur.append(i)
-                cur_len = new
-            else:
-                out.append((cur_len if len(cur) > 1 else 0, cur))
-                cur, cur_len = [i], len(seqs[i]) - tails[i]
-        out.append((cur_len if len(cur) > 1 else 0, cur))
-        return out
+        return prefix_groups(seqs, tails, self.min_prefix)
 
     def logprobs(self, seqs: list[list[int]], tails: list[int]) -> list[list[np.ndarray]]:
         rows: list[list[np.ndarray]] = [[] for _ in seqs]

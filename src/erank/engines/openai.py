@@ -44,6 +44,7 @@ from erank.engines.base import (
     GenerateResult,
     LogprobRequest,
     LogprobResult,
+    check_requests,
 )
 from erank.errors import ERankError, InputError, ModelLoadError, require
 
@@ -306,9 +307,8 @@ class OpenAIEngine(Engine):
     # ------------------------------------------------------------------ protocol
     def logprobs(self, requests: Sequence[LogprobRequest]) -> list[LogprobResult]:
         jobs: list[tuple[int, int, list[int]]] = []
+        check_requests(requests)
         for i, r in enumerate(requests):
-            if not r.prompt_ids:
-                raise InputError("a logprob request has an empty prompt; pass at least one prompt token")
             for j in range(len(r.extension) + 1):
                 jobs.append((i, j, list(r.prompt_ids) + list(r.extension[:j])))
         for r in requests:
@@ -329,9 +329,8 @@ class OpenAIEngine(Engine):
         return [LogprobResult(steps=s) for s in steps]
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        check_requests(requests)
         for r in requests:
-            if not r.prompt_ids:
-                raise InputError("a generate request has an empty prompt; pass at least one prompt token")
             if r.logprob_token_ids:
                 self._pieces(r.logprob_token_ids)
 

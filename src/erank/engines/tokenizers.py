@@ -50,3 +50,24 @@ class HFTokenizer:
             )
         logger.warning("the tokenizer has no chat template; using the prompt as plain text")
         return user
+
+
+def token_id_list(x: Any) -> list[int]:
+    """A token id setting (``eos_token_id``: None, one id or several) as a list of ids."""
+    if x is None:
+        return []
+    if isinstance(x, int):
+        return [x]
+    return [int(v) for v in x]
+
+
+def trim_tokens_to_text(decode: Any, ids: list[int], n_chars: int) -> list[int]:
+    """The shortest prefix of ``ids`` whose decoded text is at least ``n_chars`` long."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(decode(ids[:mid])) >= n_chars:
+            hi = mid
+        else:
+            lo = mid + 1
+    return ids[:lo]

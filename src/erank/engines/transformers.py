@@ -40,10 +40,16 @@ from erank.engines.base import (
     GenerateResult,
     LogprobRequest,
     LogprobResult,
+    check_requests,
+    prefix_groups,
 )
 from erank.engines.precision import cpu_has_bf16, resolve_dtype, to_cpu_bf16  # cpu_has_bf16: re-exported
-from erank.engines.tokenizers import HFTokenizer  # re-exported: erank.engines.transformers.HFTokenizer
-from erank.errors import InputError, ModelLoadError
+from erank.engines.tokenizers import (  # re-exported: erank.engines.transformers.HFTokenizer
+    HFTokenizer,
+    token_id_list,
+    trim_tokens_to_text,
+)
+from erank.errors import ModelLoadError
 from erank.models import ModelSpec, base_folder, merge_lora, resolve_model
 
 __all__ = ["TransformersEngine", "HFTokenizer", "cpu_has_bf16"]
@@ -237,24 +243,9 @@ class TransformersEngine(Engine):
         positions whose logits are read, at least one). A group whose prefix is shorter than
         ``min_prefix_tokens``, or a single request, has prefix length 0 (the plain path).
         """
-        n = len(seqs)
-        if not self.share_prefix or n < 2:
-            return [(0, list(range(n)))]
-        order = sorted(range(n), key=lambda i: list(seqs[i]))
-        groups: list[tuple[int, list[int]]] = []
-        cur = [order[0]]
-        cur_len = len(seqs[order[0]]) - tail[order[0]]
-        for prev, i in zip(order, order[1:], strict=False):
-            common = _lcp(seqs[prev], seqs[i])
-            new_len = min(cur_len, common, len(seqs[i]) - tail[i])
-            if new_len >= self.min_prefix_tokens:
-                cur.append(i)
-                cur_len = new_len
-            else:
-                groups.append((cur_len if len(cur) > 1 else 0, cur))
-                cur, cur_len = [i], len(seqs[i]) - tail[i]
-        groups.append((cur_len if len(cur) > 1 else 0, cur))
-        return [(p if p >= self.min_prefix_tokens else 0, g) for p, g in groups]
+        if not self.share_prefix or len(seqs) < 2:
+            return [(0, list(range(len(seqs))))]
+        return prefix_groups(seqs, tail, self.min_prefix_tokens)
 
     def _prefix_cache(self, prefix: Sequence[int]) -> Any:
         ids = torch.tensor([list(prefix)], dtype=torch.long, device=self.device)
@@ -287,9 +278,7 @@ class TransformersEngine(Engine):
     def logprobs(self, requests: Sequence[LogprobRequest]) -> list[LogprobResult]:
         results: list[LogprobResult | None] = [None] * len(requests)
         seqs = [list(r.prompt_ids) + list(r.extension) for r in requests]
-        for r in requests:
-            if not r.prompt_ids:
-                raise InputError("a logprob request has an empty prompt; pass at least one prompt token")
+        check_requests(requests)
 
         def collect(batch: list[int], logits: torch.Tensor, keep: int) -> None:
             logp = torch.log_softmax(logits.float(), dim=-1)
@@ -346,14 +335,10 @@ class TransformersEngine(Engine):
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         from transformers import LogitsProcessor, LogitsProcessorList
 
-        for r in requests:
-            if not r.prompt_ids:
-                raise InputError("a generate request has an empty prompt; pass at least one prompt token")
-            if r.max_new_tokens <= 0:
-                raise InputError(f"max_new_tokens must be positive, got {r.max_new_tokens}")
+        check_requests(requests)
         results: list[GenerateResult | None] = [None] * len(requests)
-        eos_ids = set(_as_list(self.hf_tokenizer.eos_token_id)) | set(
-            _as_list(getattr(self.model.generation_config, "eos_token_id", None))
+        eos_ids = set(token_id_list(self.hf_tokenizer.eos_token_id)) | set(
+            token_id_list(getattr(self.model.generation_config, "eos_token_id", None))
         )
 
         class _Record(LogitsProcessor):
@@ -416,7 +401,7 @@ class TransformersEngine(Engine):
                         text = text[: at + len(s)]
                         finish = "stop"
                         # trim tokens generated after the stop string (other rows kept the batch going)
-                        gen = _trim_tokens_to_text(self.tokenizer.decode, gen, len(text))
+                        gen = trim_tokens_to_text(self.tokenizer.decode, gen, len(text))
                         break
                 steps: list[dict[int, float]] = []
                 if r.logprob_token_ids:
@@ -449,32 +434,3 @@ class TransformersEngine(Engine):
                     [group[j] for j in batch], lambda b, p=prefix_len, c=cache: run(b, p, c)
                 )
         return [r for r in results if r is not None]
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    """The length of the longest common prefix of two token sequences."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _as_list(x: Any) -> list[int]:
-    if x is None:
-        return []
-    if isinstance(x, int):
-        return [x]
-    return [int(v) for v in x]
-
-
-def _trim_tokens_to_text(decode: Any, ids: list[int], n_chars: int) -> list[int]:
-    """The shortest prefix of ``ids`` whose decoded text is at least ``n_chars`` long."""
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(decode(ids[:mid])) >= n_chars:
-            hi = mid
-        else:
-            lo = mid + 1
-    return ids[:lo]

@@ -31,6 +31,7 @@ from erank.engines.base import (
     GenerateResult,
     LogprobRequest,
     LogprobResult,
+    check_requests,
 )
 from erank.engines.tokenizers import HFTokenizer
 from erank.errors import InputError, require
@@ -108,9 +109,8 @@ class VLLMEngine(Engine):
     def logprobs(self, requests: Sequence[LogprobRequest]) -> list[LogprobResult]:
         prompts: list[list[int]] = []
         where: list[tuple[int, int]] = []
+        check_requests(requests)
         for i, r in enumerate(requests):
-            if not r.prompt_ids:
-                raise InputError("a logprob request has an empty prompt; pass at least one prompt token")
             for j in range(len(r.extension) + 1):
                 prompts.append(list(r.prompt_ids) + list(r.extension[:j]))
                 where.append((i, j))
@@ -125,10 +125,9 @@ class VLLMEngine(Engine):
         return [LogprobResult(steps=s) for s in steps]
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        check_requests(requests)
         params = []
         for r in requests:
-            if not r.prompt_ids:
-                raise InputError("a generate request has an empty prompt; pass at least one prompt token")
             params.append(
                 self._vllm.SamplingParams(
                     temperature=0.0,

@@ -24,7 +24,15 @@ from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobR
 from erank.errors import InputError, PromptBudgetError
 from erank.methods.base import Method
 from erank.prompts import render_template, template_text
-from erank.scoring import ScoreTokens, expected_score, label_probabilities, parse_answer, rank_score
+from erank.scoring import (
+    ANSWER_STOP,
+    ScoreTokens,
+    expected_score,
+    label_probabilities,
+    parse_answer,
+    rank_score,
+    reasoning_text,
+)
 from erank.types import DocumentScore, Prepared, Unit, Usage
 
 __all__ = ["ERankMethod", "DIRECT_SUFFIX", "ANSWER_STOP"]
@@ -34,7 +42,6 @@ logger = logging.getLogger(__name__)
 #: What ``direct`` mode appends after the chat template's generation prompt: an empty think
 #: block and the opening answer tag, so the next token is the score.
 DIRECT_SUFFIX = "<think>\n\n</think><answer>"
-ANSWER_STOP = "</answer>"
 _TEMPLATES = {10: "erank", 3: "erank_0_3"}
 
 
@@ -191,7 +198,7 @@ class ERankMethod(Method):
         self, prompt: list[int], g: GenerateResult, return_reasoning: bool
     ) -> DocumentScore:
         label, at = parse_answer(g.text, self.scale)
-        reasoning = _reasoning_text(g.text) if return_reasoning else None
+        reasoning = reasoning_text(g.text) if return_reasoning else None
         base = DocumentScore(
             index=0,
             score=0.0,
@@ -226,16 +233,6 @@ class ERankMethod(Method):
         ext = [st.branch] if st.branch is not None else []
         res = self.engine.logprobs([LogprobRequest(prompt + head, self._all_score_ids, ext)])[0]
         return label_probabilities(st, res.steps[0], res.steps[1] if ext else None)[label]
-
-
-def _reasoning_text(text: str) -> str:
-    start = text.find("<think>")
-    end = text.find("</think>")
-    if start >= 0 and end > start:
-        return text[start + len("<think>") : end].strip()
-    if end >= 0:
-        return text[:end].strip()
-    return text.split("<answer>")[0].strip()
 
 
 def _token_index_at(decode: object, ids: list[int], char_pos: int) -> int | None:

@@ -43,11 +43,11 @@ def _sample_transformers(
     each ``(text up to </answer>, generated tokens)``; the global torch RNG is left as it was."""
     import torch
 
-    from erank.engines.transformers import _trim_tokens_to_text
-    from erank.methods.erank import ANSWER_STOP
+    from erank.engines import token_id_list, trim_tokens_to_text
+    from erank.scoring import ANSWER_STOP
 
     hf = engine.hf_tokenizer
-    eos_ids = {int(t) for t in _ids(hf.eos_token_id) + _ids(engine.model.generation_config.eos_token_id)}
+    eos_ids = set(token_id_list(hf.eos_token_id) + token_id_list(engine.model.generation_config.eos_token_id))
     ids = torch.tensor([prompt], dtype=torch.long, device=engine.device)
     cuda = [engine.device] if engine.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), torch.inference_mode(), engine._autocast():
@@ -77,7 +77,7 @@ def _sample_transformers(
         at = text.find(ANSWER_STOP)
         if at >= 0:
             text = text[: at + len(ANSWER_STOP)]
-            gen = _trim_tokens_to_text(engine.tokenizer.decode, gen, len(text))
+            gen = trim_tokens_to_text(engine.tokenizer.decode, gen, len(text))
         runs.append((text, len(gen)))
     return runs
 
@@ -86,7 +86,7 @@ def _sample_vllm(
     engine: Any, prompt: list[int], k: int, temperature: float, max_new_tokens: int, seed: int
 ) -> list[tuple[str, int]]:
     """``k`` completions sampled at ``temperature`` by the vLLM engine (one seed per run)."""
-    from erank.methods.erank import ANSWER_STOP
+    from erank.scoring import ANSWER_STOP
 
     params = [
         engine._vllm.SamplingParams(
@@ -101,12 +101,6 @@ def _sample_vllm(
     outs = engine._run([list(prompt)] * k, params)
     engine.stats.generated_tokens += sum(len(o.outputs[0].token_ids) for o in outs)
     return [(str(o.outputs[0].text), len(o.outputs[0].token_ids)) for o in outs]
-
-
-def _ids(x: Any) -> list[int]:
-    if x is None:
-        return []
-    return [int(x)] if isinstance(x, int) else [int(v) for v in x]
 
 
 def check_teacher(tcfg: TeacherConfig, engine: str) -> None:
@@ -139,8 +133,7 @@ def _teacher_label(
     answer); a run longer than ``max_output_tokens`` or without a parsable answer is dropped.
     Returns ``{"score", "reasoning", "runs"}`` (``runs``: the kept runs' scores, in order).
     """
-    from erank.methods.erank import _reasoning_text
-    from erank.scoring import parse_answer
+    from erank.scoring import parse_answer, reasoning_text
 
     tcfg = cfg.teacher
     assert tcfg is not None
@@ -166,7 +159,7 @@ def _teacher_label(
         ):
             label, _ = parse_answer(text, scale)
             if label is not None and n_tokens <= tcfg.max_output_tokens:
-                runs.append((label, _reasoning_text(text)))
+                runs.append((label, reasoning_text(text)))
     if not runs:
         return None
     best = select_closest_to_mean([r[0] for r in runs])
