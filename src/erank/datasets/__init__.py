@@ -11,12 +11,10 @@ from erank.datasets.formats import (
     read_beir_corpus,
     read_beir_queries,
     read_qrels,
-    read_rankllm_candidates,
     read_run,
     read_topics,
     read_trec_docs,
     strictly_decreasing,
-    write_rankllm_candidates,
     write_run,
 )
 from erank.datasets.loaders import (
@@ -27,6 +25,7 @@ from erank.datasets.loaders import (
     load_followir,
     load_trec,
 )
+from erank.datasets.rankllm import read_rankllm_candidates, write_rankllm_candidates
 from erank.datasets.types import Candidate, Collection, LoadStats, Qrels, Run
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Readers and writers for the file formats of the field: BEIR JSONL/TSV, TREC, rank_llm JSON.
+"""Readers and writers for the file formats of the field: BEIR JSONL/TSV, TREC (rank_llm JSON:
+:mod:`erank.datasets.rankllm`).
 
 Every reader names the file and the line of a malformed record (:class:`~erank.errors.DataFormatError`).
 Tolerated oddities (qrels naming unknown queries or documents, empty documents) are logged as
@@ -34,8 +35,6 @@ __all__ = [
     "read_run",
     "write_run",
     "strictly_decreasing",
-    "read_rankllm_candidates",
-    "write_rankllm_candidates",
     "check_qrels",
 ]
 
@@ -109,7 +108,7 @@ def read_beir_corpus(path: str | Path, stats: LoadStats | None = None) -> dict[s
     return corpus
 
 
-def _check_query(qid: str, text: Any, path: Path, lineno: int) -> str:
+def check_query(qid: str, text: Any, path: Path, lineno: int) -> str:
     if not isinstance(text, str):
         raise DataFormatError(f"{path}:{lineno}: query {qid!r} has no text string")
     text = " ".join(text.split())
@@ -125,7 +124,7 @@ def read_beir_queries(path: str | Path) -> dict[str, str]:
     seen: dict[str, int] = {}
     for lineno, obj in read_jsonl(path):
         qid = _id(obj, ("_id", "id", "qid", "query_id", "query-id"), path, lineno)
-        text = _check_query(qid, obj.get("text", obj.get("query")), path, lineno)
+        text = check_query(qid, obj.get("text", obj.get("query")), path, lineno)
         _put_unique(queries, seen, qid, text, path, lineno)
     return queries
 
@@ -277,7 +276,7 @@ def read_topics(path: str | Path) -> dict[str, str]:
             if nm is None or tm is None:
                 raise DataFormatError(f"{path}:{lineno}: <top> without <num> or <title>")
             qid = nm.group(1).strip()
-            text = _check_query(qid, _TAG.sub(" ", tm.group(1)), path, lineno)
+            text = check_query(qid, _TAG.sub(" ", tm.group(1)), path, lineno)
             _put_unique(queries, seen, qid, text, path, lineno)
     else:
         for lineno, line in _open_lines(path):
@@ -287,7 +286,7 @@ def read_topics(path: str | Path) -> dict[str, str]:
                 raise DataFormatError(f"{path}:{lineno}: expected 'qid<TAB>text'")
             qid, text = line.split("\t", 1)
             qid = qid.strip()
-            _put_unique(queries, seen, qid, _check_query(qid, text, path, lineno), path, lineno)
+            _put_unique(queries, seen, qid, check_query(qid, text, path, lineno), path, lineno)
     if not queries:
         raise DataFormatError(f"{path}: no topics found")
     return queries
@@ -377,77 +376,3 @@ def write_run(run: Mapping[str, Sequence[Candidate]], path: str | Path, tag: str
             for rank, (c, s) in enumerate(zip(cands, scores, strict=True), start=1):
                 fh.write(f"{qid} Q0 {c.docid} {rank} {s!r} {tag}\n")
     tmp.replace(path)
-
-
-def read_rankllm_candidates(path: str | Path) -> tuple[dict[str, str], Run]:
-    """rank_llm candidate JSON ``[{query, hits: [{qid, docid, content, rank, score}]}]``.
-
-    Returns ``({qid: query}, {qid: [Candidate with text]})``; hits are taken in their ``rank`` order.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataFormatError(f"file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(data, list):
-        raise DataFormatError(f"{path}: expected a JSON list of {{query, hits}} objects")
-    queries: dict[str, str] = {}
-    run: Run = {}
-    for i, entry in enumerate(data):
-        if not isinstance(entry, dict) or "hits" not in entry or "query" not in entry:
-            raise DataFormatError(f"{path}: entry {i} is not a {{query, hits}} object")
-        hits = entry["hits"]
-        if not hits:
-            continue
-        qids = {str(h.get("qid")) for h in hits}
-        if len(qids) != 1 or "None" in qids:
-            raise DataFormatError(
-                f"{path}: entry {i} has hits with missing or different qids {sorted(qids)[:3]}"
-            )
-        qid = qids.pop()
-        if qid in run:
-            raise DataFormatError(f"{path}: query {qid!r} appears twice (entries)")
-        queries[qid] = _check_query(qid, entry["query"], path, 0)
-        ordered = sorted(enumerate(hits), key=lambda t: (t[1].get("rank", t[0] + 1), t[0]))
-        cands = []
-        seen: set[str] = set()
-        for _, h in ordered:
-            docid = str(h.get("docid", "")).strip()
-            if not docid:
-                raise DataFormatError(f"{path}: query {qid!r} has a hit without a docid")
-            if docid in seen:
-                raise DataFormatError(f"{path}: document {docid!r} appears twice for query {qid!r}")
-            seen.add(docid)
-            content = h.get("content")
-            if not isinstance(content, str):
-                raise DataFormatError(f"{path}: query {qid!r}, document {docid!r}: 'content' is not a string")
-            cands.append(Candidate(docid, float(h.get("score", 0.0)), content))
-        run[qid] = cands
-    if not run:
-        raise DataFormatError(f"{path}: no candidates found")
-    return queries, run
-
-
-def write_rankllm_candidates(
-    queries: Mapping[str, str],
-    run: Mapping[str, Sequence[Candidate]],
-    path: str | Path,
-    corpus: Mapping[str, str],
-) -> None:
-    """Write candidates in the rank_llm JSON format (text from ``c.text`` or ``corpus``)."""
-    out = []
-    for qid, cands in run.items():
-        hits = [
-            {
-                "content": c.text if c.text is not None else corpus.get(c.docid, ""),
-                "qid": qid,
-                "docid": c.docid,
-                "rank": r,
-                "score": c.score,
-            }
-            for r, c in enumerate(cands, start=1)
-        ]
-        out.append({"query": queries[qid], "hits": hits})
-    Path(path).write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")

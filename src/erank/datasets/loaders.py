@@ -17,11 +17,11 @@ from erank.datasets.formats import (
     read_beir_queries,
     read_jsonl,
     read_qrels,
-    read_rankllm_candidates,
     read_run,
     read_topics,
     read_trec_docs,
 )
+from erank.datasets.rankllm import read_rankllm_candidates
 from erank.datasets.types import Collection, LoadStats, Run
 from erank.errors import DataFormatError, InputError
 from erank.prompts import instruction_names

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from erank.datasets.formats import read_qrels, read_rankllm_candidates, write_run
+from erank.datasets import read_qrels, read_rankllm_candidates, write_run
 from erank.datasets.types import Candidate
 from erank.engines import Engine, create_engine
 from erank.errors import InputError
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def load_candidates(path: str | Path) -> list[dict[str, Any]]:
     """``[{"qid": str, "query": str, "hits": [{"docid": str, "content": str, "score": float}]}]``
-    from a rank_llm candidate file (read by :func:`erank.datasets.formats.read_rankllm_candidates`)."""
+    from a rank_llm candidate file (read by :func:`erank.datasets.read_rankllm_candidates`)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"candidate file {p} does not exist (pass a rank_llm retrieve_results_*.json)")

@@ -1,4 +1,6 @@
-"""The collections a training set is built from (BEIR folders, TREC DL), with their first stage."""
+"""The collections a training set is built from (BEIR folders, TREC DL), with their first stage.
+
+The files are read by :mod:`erank.datasets` (the one home of the field's readers)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from erank.datasets import read_beir_corpus, read_beir_queries, read_qrels, read_rankllm_candidates
 from erank.errors import DataFormatError
 from erank.prompts import resolve_instruction
 from erank.training.config import SourceConfig
@@ -53,21 +56,9 @@ def _read_beir(src: SourceConfig) -> Collection:
     for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
         if not (root / name).is_file():
             raise DataFormatError(f"source {src.name!r}: {root / name} is missing (BEIR layout expected)")
-    docs = {
-        str(r["_id"]): f"{r.get('title', '')} {r.get('text', '')}".strip()
-        for r in read_jsonl(root / "corpus.jsonl")
-    }
-    queries = {str(r["_id"]): str(r["text"]) for r in read_jsonl(root / "queries.jsonl")}
-    qrels: dict[str, dict[str, int]] = {}
-    with (root / "qrels/test.tsv").open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            parts = line.rstrip("\n").split("\t")
-            if n == 1 and parts[0] == "query-id":
-                continue
-            if len(parts) != 3:
-                raise DataFormatError(f"{root / 'qrels/test.tsv'}, line {n}: expected 3 tab-separated fields")
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-    return Collection(src.name, queries, docs, qrels)
+    docs = read_beir_corpus(root / "corpus.jsonl")
+    queries = read_beir_queries(root / "queries.jsonl")
+    return Collection(src.name, queries, docs, read_qrels(root / "qrels/test.tsv"))
 
 
 def _bm25(coll: Collection, depth: int, qids: Sequence[str]) -> None:
@@ -97,33 +88,10 @@ def _read_trec_dl(src: SourceConfig) -> Collection:
         raise DataFormatError(f"source {src.name!r}: candidate file {cand_path} is missing")
     if not qrels_path.is_file():
         raise DataFormatError(f"source {src.name!r}: qrels file {qrels_path} is missing")
-    try:
-        entries = json.loads(cand_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{cand_path}: not a rank_llm candidate JSON ({exc.msg})") from exc
-    queries: dict[str, str] = {}
-    docs: dict[str, str] = {}
-    cands: dict[str, list[tuple[str, float]]] = {}
-    for e in entries:
-        hits = e.get("hits") or []
-        if not hits:
-            continue
-        qid = str(hits[0]["qid"])
-        queries[qid] = str(e["query"])
-        cands[qid] = []
-        for h in hits:
-            docs[str(h["docid"])] = str(h["content"])
-            cands[qid].append((str(h["docid"]), float(h["score"])))
-    qrels: dict[str, dict[str, int]] = {}
-    with qrels_path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise DataFormatError(f"{qrels_path}, line {n}: expected 'qid 0 docid grade'")
-            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
-    return Collection(src.name, queries, docs, qrels, cands)
+    queries, run = read_rankllm_candidates(cand_path)
+    docs = {c.docid: c.text or "" for cands in run.values() for c in cands}
+    cands = {q: [(c.docid, c.score) for c in cs] for q, cs in run.items()}
+    return Collection(src.name, queries, docs, read_qrels(qrels_path), cands)
 
 
 def eval_row(source: str, coll: Collection, qid: str, depth: int) -> dict[str, Any]:
