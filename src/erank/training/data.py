@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest, LogprobResult
+from erank.engines import Engine, GenerateRequest, GenerateResult, LogprobRequest, LogprobResult
 from erank.errors import InputError
 from erank.training.config import DataConfig, TierConfig
 from erank.training.sources import Collection, eval_row, load_source, read_jsonl
@@ -136,7 +136,7 @@ class _TokenizerOnlyEngine(Engine):
 
     def __init__(self, tokenizer: Any) -> None:
         super().__init__()
-        from erank.engines.transformers import HFTokenizer
+        from erank.engines import HFTokenizer
 
         self.hf_tokenizer = tokenizer
         self.tokenizer = HFTokenizer(tokenizer)
@@ -173,11 +173,12 @@ class PromptBuilder:
     def __init__(
         self, tokenizer: Any, style: str, truncate_length: int | None = 2048, template: str | None = None
     ) -> None:
-        from erank.methods.erank import ERankMethod
+        from erank.methods import create_method
 
         self.engine = _TokenizerOnlyEngine(tokenizer)
-        self.method = ERankMethod(
-            self.engine, mode="direct" if style == "direct" else "reasoning", template=template
+        # ERank's own prompt (truncate, template, chat template, direct suffix): built by the registry
+        self.method: Any = create_method(
+            "erank", self.engine, mode="direct" if style == "direct" else "reasoning", template=template
         )
         self.truncate_length = truncate_length
         self.hf = tokenizer

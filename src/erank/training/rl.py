@@ -243,22 +243,13 @@ def _refuse_groups_without_positive(rows: list[dict[str, Any]], kind: str) -> No
 
 
 def _validate(pol: _Policy, eval_path: Path, cfg: RLConfig) -> dict[str, float]:
-    from erank.engines.transformers import TransformersEngine
     from erank.training.config import EvalConfig
-    from erank.training.evaluate import evaluate_engine
+    from erank.training.sft import validation_ndcg
 
     ecfg = cfg.eval or EvalConfig.model_validate({})
-    engine = TransformersEngine(model_obj=pol.model, tokenizer_obj=pol.tok, device=str(pol.device))
-    m = evaluate_engine(
-        engine,
-        eval_path,
-        max_queries=ecfg.max_queries,
-        candidates=ecfg.candidates,
-        truncate_length=ecfg.truncate_length,
-        mode=pol.style,
-    )
+    v = validation_ndcg(pol.model, pol.tok, pol.device, eval_path, ecfg, mode=pol.style)
     pol.model.train()
-    return {"val_ndcg@10": m["ndcg@10"], "val_first_stage_ndcg@10": m["first_stage_ndcg@10"]}
+    return v
 
 
 def _export(pol: _Policy, out: Path, summary: dict[str, Any]) -> None:

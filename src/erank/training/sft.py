@@ -85,42 +85,44 @@ def tokenize_pairs(
     return out
 
 
+def validation_ndcg(
+    model: Any, tokenizer: Any, device: Any, eval_path: Path, ecfg: EvalConfig, mode: str = "direct"
+) -> dict[str, float]:
+    """nDCG@10 of a model in training on the held-out split (``val_ndcg@10``,
+    ``val_first_stage_ndcg@10``), through a transformers engine on the model in memory."""
+    from erank.engines import create_engine
+    from erank.training.evaluate import evaluate_engine
+
+    engine = create_engine("transformers", model_obj=model, tokenizer_obj=tokenizer, device=str(device))
+    m = evaluate_engine(
+        engine,
+        eval_path,
+        max_queries=ecfg.max_queries,
+        candidates=ecfg.candidates,
+        truncate_length=ecfg.truncate_length,
+        mode=mode,
+    )
+    return {"val_ndcg@10": m["ndcg@10"], "val_first_stage_ndcg@10": m["first_stage_ndcg@10"]}
+
+
 def make_val_callback(
     trainer_ref: dict[str, Any], eval_path: Path, ecfg: EvalConfig, every: int | None, log_file: Path
 ) -> Any:
     """A TrainerCallback that logs the validation nDCG@10 every ``every`` steps and at the end."""
     from transformers import TrainerCallback
 
-    from erank.engines.transformers import TransformersEngine
-    from erank.training.evaluate import evaluate_engine
-
     class ValidationNDCG(TrainerCallback):  # type: ignore[misc]
         def _run(self, state: Any) -> None:
             trainer = trainer_ref["trainer"]
-            engine = TransformersEngine(
-                model_obj=trainer.model,
-                tokenizer_obj=trainer.processing_class,
-                device=str(trainer.args.device),
-            )
-            m = evaluate_engine(
-                engine,
-                eval_path,
-                max_queries=ecfg.max_queries,
-                candidates=ecfg.candidates,
-                truncate_length=ecfg.truncate_length,
-            )
+            v = validation_ndcg(trainer.model, trainer.processing_class, trainer.args.device, eval_path, ecfg)
             trainer.model.train()
-            rec = {
-                "step": state.global_step,
-                "val_ndcg@10": m["ndcg@10"],
-                "val_first_stage_ndcg@10": m["first_stage_ndcg@10"],
-            }
+            rec = {"step": state.global_step, **v}
             state.log_history.append(rec)
             logger.info(
                 "step %d: validation nDCG@10 %.4f (first stage %.4f)",
                 state.global_step,
-                m["ndcg@10"],
-                m["first_stage_ndcg@10"],
+                v["val_ndcg@10"],
+                v["val_first_stage_ndcg@10"],
             )
             with log_file.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec) + "\n")
