@@ -22,10 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from erank.errors import InputError
 from erank.prompts import InstructionText, instruction_names
 from erank.reranker import Reranker
-from erank.types import Document
+from erank.types import Document, RerankResult
 
 __all__ = ["ERank_Transformer", "ERank_vLLM", "official_instruction"]
 
@@ -43,21 +42,13 @@ def official_instruction(instruction: str | None) -> str | None:
 class _Official(Reranker):
     """``rerank`` with the official ERank semantics (see the module docstring)."""
 
-    def rerank(
-        self,
-        query: str,
-        docs: Sequence[Any],
-        instruction: str | None = None,
-        truncate_length: int | None = 2048,
-        *,
-        top_k: int | None = None,
-    ) -> list[dict[str, Any]]:
+    def _instruction(self, instruction: str | None) -> str | None:
+        return official_instruction(instruction)
+
+    def _rows(self, result: RerankResult, docs: Sequence[Any]) -> list[dict[str, Any]]:
         """The input dicts (copies, values and types untouched) plus ``"rank_score"``, best first."""
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
-            raise InputError(f"top_k must be a non-negative integer, got {top_k!r}")
-        result = self.score(query, docs, official_instruction(instruction), truncate_length)
         out: list[dict[str, Any]] = []
-        for index in result.ranking[:top_k]:
+        for index in result.ranking:
             original = docs[index]
             if isinstance(original, Mapping):
                 item = dict(original)

@@ -197,8 +197,16 @@ class Reranker:
         """
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
             raise InputError(f"top_k must be a non-negative integer, got {top_k!r}")
-        rows = self.score(query, docs, instruction, truncate_length).as_dicts()
-        return rows if top_k is None else rows[:top_k]
+        result = self.score(query, docs, self._instruction(instruction), truncate_length)
+        return self._rows(result, docs)[:top_k]
+
+    def _instruction(self, instruction: str | None) -> str | None:
+        """The instruction :meth:`rerank` scores with (a subclass may read it another way)."""
+        return instruction
+
+    def _rows(self, result: RerankResult, docs: Sequence[Any]) -> list[dict[str, Any]]:
+        """:meth:`rerank`'s rows, best first (:meth:`RerankResult.as_dicts`)."""
+        return result.as_dicts()
 
     def as_langchain_compressor(self, top_n: int = 3, **kwargs: Any) -> Any:
         """This reranker as a LangChain document compressor (extra ``langchain``)."""

@@ -219,23 +219,31 @@ _DOCNO = re.compile(r"<DOCNO>\s*(.*?)\s*</DOCNO>", re.S | re.I)
 _TAG = re.compile(r"<[^>]+>")
 
 
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise DataFormatError(f"file not found: {path}")
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _sgml_records(pattern: re.Pattern[str], raw: str) -> Iterator[tuple[int, str]]:
+    """``(line number, inner text)`` of every ``pattern`` record (``<DOC>``, ``<top>``) of ``raw``."""
+    lineno, pos = 1, 0
+    for m in pattern.finditer(raw):
+        lineno += raw.count("\n", pos, m.start())
+        pos = m.start()
+        yield lineno, m.group(1)
+
+
 def read_trec_docs(path: str | Path, stats: LoadStats | None = None) -> dict[str, str]:
     """SGML-style TREC documents ``<DOC><DOCNO>id</DOCNO> text </DOC>`` -> ``{docid: text}``.
 
     Text is everything but the DOCNO element, with other tags removed and whitespace collapsed.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataFormatError(f"file not found: {path}")
-    raw = path.read_text(encoding="utf-8", errors="replace")
     corpus: dict[str, str] = {}
     seen: dict[str, int] = {}
     empty: list[str] = []
-    lineno, pos = 1, 0
-    for m in _DOC.finditer(raw):
-        lineno += raw.count("\n", pos, m.start())
-        pos = m.start()
-        body = m.group(1)
+    for lineno, body in _sgml_records(_DOC, _read_text(path)):
         dm = _DOCNO.search(body)
         if dm is None:
             raise DataFormatError(f"{path}:{lineno}: <DOC> without <DOCNO>")
@@ -261,18 +269,13 @@ _TITLE = re.compile(r"<title>\s*(?:Topic:)?(.*?)(?=<(?!/?title)|</title>|$)", re
 def read_topics(path: str | Path) -> dict[str, str]:
     """Topics: plain ``qid<TAB>text`` lines, or SGML ``<top><num>..</num><title>..</title></top>``."""
     path = Path(path)
-    if not path.exists():
-        raise DataFormatError(f"file not found: {path}")
-    raw = path.read_text(encoding="utf-8", errors="replace")
+    raw = _read_text(path)
     queries: dict[str, str] = {}
     seen: dict[str, int] = {}
     if "<top>" in raw.lower():
-        lineno, pos = 1, 0
-        for m in _TOP.finditer(raw):
-            lineno += raw.count("\n", pos, m.start())
-            pos = m.start()
-            nm = _NUM.search(m.group(1))
-            tm = _TITLE.search(m.group(1))
+        for lineno, body in _sgml_records(_TOP, raw):
+            nm = _NUM.search(body)
+            tm = _TITLE.search(body)
             if nm is None or tm is None:
                 raise DataFormatError(f"{path}:{lineno}: <top> without <num> or <title>")
             qid = nm.group(1).strip()

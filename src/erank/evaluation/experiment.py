@@ -178,20 +178,17 @@ class Experiment:
             changed_first = first
         sweep: dict[str, dict[float, float]] = {}
         main = self.metrics[0]
+        # what every reranking run of this experiment shares
+        settings: dict[str, Any] = {
+            "top_k": self.top_k,
+            "instruction": self.instruction,
+            "truncate_length": self.truncate_length,
+            "cache": self.cache,
+            "chunk_size": self.chunk_size,
+            "progress": self.progress,
+        }
         for name, reranker in self.rerankers.items():
-            run, latency, unparsed = rerank_run(
-                coll,
-                first,
-                reranker,
-                qids=qids,
-                top_k=self.top_k,
-                instruction=self.instruction,
-                truncate_length=self.truncate_length,
-                cache=self.cache,
-                chunk_size=self.chunk_size,
-                progress=self.progress,
-                desc=name,
-            )
+            run, latency, unparsed = rerank_run(coll, first, reranker, qids=qids, desc=name, **settings)
             row = self._evaluate(name, run, coll)
             row.latency, row.unparsed = latency, unparsed
             if coll.changed is not None and changed_first is not None:
@@ -200,13 +197,8 @@ class Experiment:
                     changed_first,
                     reranker,
                     qids=[q for q in qids if q in coll.changed.queries],
-                    top_k=self.top_k,
-                    instruction=self.instruction,
-                    truncate_length=self.truncate_length,
-                    cache=self.cache,
-                    chunk_size=self.chunk_size,
-                    progress=self.progress,
                     desc=f"{name} (changed)",
+                    **settings,
                 )
                 row.p_mrr = p_mrr(run, ch_run, coll.qrels, coll.changed.qrels)
                 row.p_mrr_per_query = p_mrr_per_query(run, ch_run, coll.qrels, coll.changed.qrels)

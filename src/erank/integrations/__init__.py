@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from erank.errors import require
+from erank.errors import InputError, require
 
 __all__ = ["langchain_compressor", "llamaindex_postprocessor"]
 
@@ -49,3 +49,13 @@ def _reranker(reranker: Any) -> Any:
 
         return Reranker()
     return reranker
+
+
+def check_settings(data: dict[str, Any]) -> None:
+    """What both framework wrappers accept: ``top_n`` a non-negative integer or None, and a reranker
+    with a ``score()`` method (an :class:`erank.Reranker` or any :class:`erank.types.Scorer`)."""
+    top_n = data.get("top_n", 3)
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0):
+        raise InputError(f"top_n must be a non-negative integer or None, got {top_n!r}")
+    if data.get("reranker") is None or not callable(getattr(data["reranker"], "score", None)):
+        raise InputError("reranker must be an erank Reranker (an object with a score() method)")

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from erank.errors import InputError, require
+from erank.errors import require
+from erank.integrations import check_settings
 
 require("langchain_core", "langchain", "the LangChain integration")
 
@@ -45,11 +46,7 @@ class ERankCompressor(BaseDocumentCompressor):
     score_key: str = "relevance_score"
 
     def __init__(self, **data: Any) -> None:
-        top_n = data.get("top_n", 3)
-        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0):
-            raise InputError(f"top_n must be a non-negative integer or None, got {top_n!r}")
-        if data.get("reranker") is None or not callable(getattr(data["reranker"], "score", None)):
-            raise InputError("reranker must be an erank Reranker (an object with a score() method)")
+        check_settings(data)
         super().__init__(**data)
 
     def compress_documents(

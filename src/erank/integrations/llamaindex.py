@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from erank.errors import InputError, require
+from erank.integrations import check_settings
 
 require("llama_index.core", "llamaindex", "the LlamaIndex integration")
 
@@ -41,11 +42,7 @@ class ERankPostprocessor(BaseNodePostprocessor):
     keep_retrieval_score: bool = Field(default=False, description="keep the retrieval score in metadata")
 
     def __init__(self, **data: Any) -> None:
-        top_n = data.get("top_n", 3)
-        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0):
-            raise InputError(f"top_n must be a non-negative integer or None, got {top_n!r}")
-        if data.get("reranker") is None or not callable(getattr(data["reranker"], "score", None)):
-            raise InputError("reranker must be an erank Reranker (an object with a score() method)")
+        check_settings(data)
         super().__init__(**data)
 
     @classmethod
