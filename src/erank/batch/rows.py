@@ -75,24 +75,19 @@ def parse_record(obj: Any) -> tuple[Parsed | None, str | None]:
     missing = [f for f in REQUIRED_FIELDS if f not in obj or obj[f] is None]
     if missing:
         return None, "missing field " + ", ".join(repr(m) for m in missing)
-    qid, err = _id(obj["qid"], "qid")
-    if err:
-        return None, err
-    docid, err = _id(obj["docid"], "docid")
-    if err:
-        return None, err
-    query, err = _text(obj["query"], "query")
-    if err:
-        return None, err
-    text, err = _text(obj["text"], "text")
-    if err:
-        return None, err
+    values: dict[str, str] = {}
+    for name, check in (("qid", _id), ("docid", _id), ("query", _text), ("text", _text)):
+        value, err = check(obj[name], name)
+        if err:
+            return None, err
+        assert value is not None
+        values[name] = value
+    qid, docid, query, text = values["qid"], values["docid"], values["query"], values["text"]
     fss = obj.get("first_stage_score")
     if fss is not None:
         if isinstance(fss, bool) or not isinstance(fss, (int, float)) or not math.isfinite(float(fss)):
             return None, f"field 'first_stage_score' must be a finite number, got {fss!r}"
         fss = float(fss)
-    assert qid is not None and docid is not None and query is not None and text is not None
     return (qid, query, docid, text, fss), None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from erank.datasets.formats import (
     check_qrels,
@@ -225,26 +226,23 @@ def load_followir(folder: str | Path) -> Collection:
     cand: dict[str, Path] = {}
     if (folder / "top_ranked.jsonl").exists():
         cand["top_ranked"] = folder / "top_ranked.jsonl"
+    common: dict[str, Any] = {"corpus": corpus, "candidate_files": cand, "instruction": "followir"}
     changed = Collection(
         name=f"{folder.name}/changed",
-        corpus=corpus,
         queries=ch_q,
         qrels={q: v for q, v in ch_qrels.items() if q in ch_q},
-        candidate_files=cand,
-        instruction="followir",
         stats=stats,
         path=folder,
+        **common,
     )
     return Collection(
         name=folder.name,
-        corpus=corpus,
         queries=og_q,
         qrels={q: v for q, v in og_qrels.items() if q in og_q},
-        candidate_files=cand,
-        instruction="followir",
         changed=changed,
         stats=stats,
         path=folder,
+        **common,
     )
 
 
