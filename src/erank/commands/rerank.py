@@ -12,11 +12,14 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from erank.commands import options
 from erank.errors import DataFormatError, InputError
 from erank.types import Document, RerankResult, to_documents
+
+if TYPE_CHECKING:
+    from erank.reranker import Reranker
 
 __all__ = ["register", "read_documents", "run"]
 
@@ -129,7 +132,7 @@ def read_documents(path: str, stdin: TextIO | None = None) -> list[Document]:
 
 
 def score_in_chunks(
-    reranker: Any,
+    reranker: Reranker,
     query: str,
     docs: list[Document],
     instruction: str | None,
@@ -139,7 +142,7 @@ def score_in_chunks(
     on_progress: Callable[[int], None] | None = None,
 ) -> RerankResult:
     """Score pointwise methods chunk by chunk (for progress); others in one call."""
-    if not getattr(reranker.method, "pointwise", False) or len(docs) <= _CHUNK:
+    if not reranker.pointwise or len(docs) <= _CHUNK:
         res: RerankResult = reranker.score(
             query, docs, instruction, truncate_length, return_reasoning=return_reasoning
         )

@@ -12,6 +12,7 @@ from typing import Any
 
 from erank.commands import options
 from erank.errors import InputError
+from erank.types import Scorer
 
 __all__ = ["register", "run_eval"]
 
@@ -96,7 +97,7 @@ def run_eval(args: argparse.Namespace) -> int:
         parse_metric(m)  # an unknown metric fails here, before the data and the model load
     collection = load_collection(args.data, args.split, beir_rule=False if args.no_beir_rule else None)
     out.mkdir(parents=True, exist_ok=True)
-    rerankers: dict[str, Any] = {}
+    rerankers: dict[str, Scorer] = {}
     if not args.first_stage_only:
         reranker = options.load_reranker(args)
         name = Path(str(reranker.model_name)).name

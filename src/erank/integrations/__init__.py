@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from erank.errors import InputError, require
+from erank.types import Scorer
 
 __all__ = ["langchain_compressor", "llamaindex_postprocessor"]
 
 
-def langchain_compressor(reranker: Any = None, *, top_n: int | None = 3, **kwargs: Any) -> Any:
+def langchain_compressor(reranker: Scorer | None = None, *, top_n: int | None = 3, **kwargs: Any) -> Any:
     """A LangChain ``BaseDocumentCompressor`` that reranks with ``reranker`` (default: a new ``Reranker()``).
 
     ``kwargs``: ``instruction``, ``truncate_length``, ``score_key`` (see
@@ -31,7 +32,7 @@ def langchain_compressor(reranker: Any = None, *, top_n: int | None = 3, **kwarg
     return ERankCompressor(reranker=_reranker(reranker), top_n=top_n, **kwargs)
 
 
-def llamaindex_postprocessor(reranker: Any = None, *, top_n: int | None = 3, **kwargs: Any) -> Any:
+def llamaindex_postprocessor(reranker: Scorer | None = None, *, top_n: int | None = 3, **kwargs: Any) -> Any:
     """A LlamaIndex ``BaseNodePostprocessor`` that reranks with ``reranker`` (default: a new ``Reranker()``).
 
     ``kwargs``: ``instruction``, ``truncate_length``, ``keep_retrieval_score`` (see
@@ -43,7 +44,7 @@ def llamaindex_postprocessor(reranker: Any = None, *, top_n: int | None = 3, **k
     return ERankPostprocessor(reranker=_reranker(reranker), top_n=top_n, **kwargs)
 
 
-def _reranker(reranker: Any) -> Any:
+def _reranker(reranker: Scorer | None) -> Scorer:
     if reranker is None:
         from erank.reranker import Reranker
 

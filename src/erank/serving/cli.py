@@ -17,11 +17,14 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erank.commands import options
 from erank.errors import InputError, require
 from erank.serving.settings import ServeSettings, is_loopback
+
+if TYPE_CHECKING:
+    from erank.reranker import Reranker
 
 __all__ = ["register", "run_server", "settings_from_args", "exposure_warnings"]
 
@@ -184,7 +187,7 @@ def exposure_warnings(settings: ServeSettings) -> list[str]:
     return out
 
 
-def run_server(settings: ServeSettings, reranker: Any = None) -> int:
+def run_server(settings: ServeSettings, reranker: Reranker | None = None) -> int:
     """Serve until SIGTERM or SIGINT; in-flight requests finish first. Returns 0 after a clean stop."""
     require("uvicorn", "serve", "the HTTP server")
     from erank.serving.app import create_app
