@@ -36,14 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from erank.engines.base import (
-    Engine,
-    GenerateRequest,
-    GenerateResult,
-    LogprobRequest,
-    LogprobResult,
-    check_requests,
-)
+from erank.engines import base
+from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest, LogprobResult
 from erank.errors import InputError, ModelLoadError, require
 from erank.models import resolve_model
 
@@ -265,7 +259,7 @@ class LlamaCppEngine(Engine):
 
     # ------------------------------------------------------------------ protocol
     def logprobs(self, requests: Sequence[LogprobRequest]) -> list[LogprobResult]:
-        check_requests(requests)
+        base.check_requests(requests)
         for r in requests:
             self._check_length(len(r.prompt_ids) + len(r.extension))
         if self.n_seq > 1 and len(requests) > 1:
@@ -302,7 +296,7 @@ class LlamaCppEngine(Engine):
         ]
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        check_requests(requests)
+        base.check_requests(requests)
         results: list[GenerateResult | None] = [None] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: list(requests[i].prompt_ids))
         for i in order:

@@ -38,14 +38,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from erank.engines.base import (
-    Engine,
-    GenerateRequest,
-    GenerateResult,
-    LogprobRequest,
-    LogprobResult,
-    check_requests,
-)
+from erank.engines import base
+from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest, LogprobResult
 from erank.errors import ERankError, InputError, ModelLoadError, require
 
 __all__ = ["OpenAIEngine", "ServerTokenizer", "ServerError"]
@@ -307,7 +301,7 @@ class OpenAIEngine(Engine):
     # ------------------------------------------------------------------ protocol
     def logprobs(self, requests: Sequence[LogprobRequest]) -> list[LogprobResult]:
         jobs: list[tuple[int, int, list[int]]] = []
-        check_requests(requests)
+        base.check_requests(requests)
         for i, r in enumerate(requests):
             for j in range(len(r.extension) + 1):
                 jobs.append((i, j, list(r.prompt_ids) + list(r.extension[:j])))
@@ -329,7 +323,7 @@ class OpenAIEngine(Engine):
         return [LogprobResult(steps=s) for s in steps]
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        check_requests(requests)
+        base.check_requests(requests)
         for r in requests:
             if r.logprob_token_ids:
                 self._pieces(r.logprob_token_ids)

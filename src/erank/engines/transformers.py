@@ -34,15 +34,8 @@ from typing import Any
 
 import torch
 
-from erank.engines.base import (
-    Engine,
-    GenerateRequest,
-    GenerateResult,
-    LogprobRequest,
-    LogprobResult,
-    check_requests,
-    prefix_groups,
-)
+from erank.engines import base
+from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest, LogprobResult
 from erank.engines.precision import cpu_has_bf16, resolve_dtype, to_cpu_bf16  # cpu_has_bf16: re-exported
 from erank.engines.tokenizers import (  # re-exported: erank.engines.transformers.HFTokenizer
     HFTokenizer,
@@ -245,7 +238,7 @@ class TransformersEngine(Engine):
         """
         if not self.share_prefix or len(seqs) < 2:
             return [(0, list(range(len(seqs))))]
-        return prefix_groups(seqs, tail, self.min_prefix_tokens)
+        return base.prefix_groups(seqs, tail, self.min_prefix_tokens)
 
     def _prefix_cache(self, prefix: Sequence[int]) -> Any:
         ids = torch.tensor([list(prefix)], dtype=torch.long, device=self.device)
@@ -278,7 +271,7 @@ class TransformersEngine(Engine):
     def logprobs(self, requests: Sequence[LogprobRequest]) -> list[LogprobResult]:
         results: list[LogprobResult | None] = [None] * len(requests)
         seqs = [list(r.prompt_ids) + list(r.extension) for r in requests]
-        check_requests(requests)
+        base.check_requests(requests)
 
         def collect(batch: list[int], logits: torch.Tensor, keep: int) -> None:
             logp = torch.log_softmax(logits.float(), dim=-1)
@@ -335,7 +328,7 @@ class TransformersEngine(Engine):
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         from transformers import LogitsProcessor, LogitsProcessorList
 
-        check_requests(requests)
+        base.check_requests(requests)
         results: list[GenerateResult | None] = [None] * len(requests)
         eos_ids = set(token_id_list(self.hf_tokenizer.eos_token_id)) | set(
             token_id_list(getattr(self.model.generation_config, "eos_token_id", None))

@@ -25,14 +25,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from erank.engines.base import (
-    Engine,
-    GenerateRequest,
-    GenerateResult,
-    LogprobRequest,
-    LogprobResult,
-    check_requests,
-)
+from erank.engines import base
+from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest, LogprobResult
 from erank.engines.tokenizers import HFTokenizer
 from erank.errors import InputError, require
 from erank.models import check_model_available, resolve_model
@@ -109,7 +103,7 @@ class VLLMEngine(Engine):
     def logprobs(self, requests: Sequence[LogprobRequest]) -> list[LogprobResult]:
         prompts: list[list[int]] = []
         where: list[tuple[int, int]] = []
-        check_requests(requests)
+        base.check_requests(requests)
         for i, r in enumerate(requests):
             for j in range(len(r.extension) + 1):
                 prompts.append(list(r.prompt_ids) + list(r.extension[:j]))
@@ -125,7 +119,7 @@ class VLLMEngine(Engine):
         return [LogprobResult(steps=s) for s in steps]
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        check_requests(requests)
+        base.check_requests(requests)
         params = []
         for r in requests:
             params.append(
