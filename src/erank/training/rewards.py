@@ -39,7 +39,7 @@ unparsable), ``positive[d]`` whether ``d`` is a positive. Every rollout gets a g
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["global_ranks", "reward_rr", "reward_ndcg", "reward_se", "compute_rewards", "group_advantages"]
 
@@ -60,6 +60,41 @@ def _check(scores: Scores, positive: Sequence[bool]) -> None:
         from erank.errors import InputError
 
         raise InputError(f"{len(scores)} documents' scores but {len(positive)} positive flags")
+
+
+def _positive_ranks(ranks: list[list[int | None]], positive: Sequence[bool]) -> list[int]:
+    """The global ranks of the parsed rollouts of the positive documents."""
+    return [r for d, row in enumerate(ranks) if positive[d] for r in row if r is not None]
+
+
+def _reference_term(s: float, ref: float, neg_max: float, max_score: int) -> float:
+    """A negative below every positive: ``neg_max * (1 - ((s - s_ref) / max_score) ** 2)``."""
+    err = (s - ref) / max_score
+    return neg_max * (1.0 - err * err)
+
+
+def _each_rollout(
+    scores: Scores,
+    ranks: list[list[int | None]],
+    positive: Sequence[bool],
+    ref_scores: Sequence[float | None] | None,
+    unparsable_penalty: float,
+    reward: Callable[[bool, float, int, float], float],
+) -> list[list[float]]:
+    """``rewards[d][g]``: ``unparsable_penalty`` for an unparsable rollout, else
+    ``reward(positive[d], s, phi, s_ref)`` (``s_ref`` 0 where no reference score is given)."""
+    out: list[list[float]] = []
+    for d, row in enumerate(scores):
+        ref = ref_scores[d] if ref_scores is not None else None
+        s_ref = 0.0 if ref is None else float(ref)
+        rewards = []
+        for s, phi in zip(row, ranks[d], strict=True):
+            if s is None or phi is None:
+                rewards.append(unparsable_penalty)
+            else:
+                rewards.append(reward(positive[d], float(s), phi, s_ref))
+        out.append(rewards)
+    return out
 
 
 def reward_rr(
@@ -83,24 +118,17 @@ def reward_rr(
     """
     _check(scores, positive)
     ranks = global_ranks(scores)
-    pos_ranks = [r for d, row in enumerate(ranks) if positive[d] for r in row if r is not None]
+    pos_ranks = _positive_ranks(ranks, positive)
     worst_pos = max(pos_ranks) if pos_ranks else None
-    out: list[list[float]] = []
-    for d, row in enumerate(scores):
-        ref = ref_scores[d] if ref_scores is not None and ref_scores[d] is not None else 0.0
-        rewards = []
-        for s, phi in zip(row, ranks[d], strict=True):
-            if s is None or phi is None:
-                rewards.append(unparsable_penalty)
-            elif positive[d]:
-                rewards.append(pos_base + pos_scale / phi)
-            elif worst_pos is not None and phi < worst_pos:
-                rewards.append(neg_above_penalty)
-            else:
-                err = (float(s) - float(ref)) / max_score  # type: ignore[arg-type]
-                rewards.append(neg_max * (1.0 - err * err))
-        out.append(rewards)
-    return out
+
+    def reward(pos: bool, s: float, phi: int, ref: float) -> float:
+        if pos:
+            return pos_base + pos_scale / phi
+        if worst_pos is not None and phi < worst_pos:
+            return neg_above_penalty
+        return _reference_term(s, ref, neg_max, max_score)
+
+    return _each_rollout(scores, ranks, positive, ref_scores, unparsable_penalty, reward)
 
 
 def reward_ndcg(
@@ -123,28 +151,20 @@ def reward_ndcg(
     """
     _check(scores, positive)
     ranks = global_ranks(scores)
-    pos_ranks = [r for d, row in enumerate(ranks) if positive[d] for r in row if r is not None]
+    pos_ranks = _positive_ranks(ranks, positive)
     pos_scores = [float(s) for d, row in enumerate(scores) if positive[d] for s in row if s is not None]
     n_pos = sum(len(row) for d, row in enumerate(scores) if positive[d])
-    out: list[list[float]] = []
-    for d, row in enumerate(scores):
-        ref = ref_scores[d] if ref_scores is not None and ref_scores[d] is not None else 0.0
-        rewards = []
-        for s, phi in zip(row, ranks[d], strict=True):
-            if s is None or phi is None:
-                rewards.append(unparsable_penalty)
-            elif positive[d]:
-                ideal = 1 + sum(1 for p in pos_scores if p > float(s))  # <= phi
-                rewards.append(math.log2(ideal + 1) / math.log2(phi + 1))
-            else:
-                beaten = sum(1 for r in pos_ranks if r > phi)
-                if beaten:
-                    rewards.append(-beaten / n_pos)
-                else:
-                    err = (float(s) - float(ref)) / max_score  # type: ignore[arg-type]
-                    rewards.append(neg_max * (1.0 - err * err))
-        out.append(rewards)
-    return out
+
+    def reward(pos: bool, s: float, phi: int, ref: float) -> float:
+        if pos:
+            ideal = 1 + sum(1 for p in pos_scores if p > s)  # <= phi
+            return math.log2(ideal + 1) / math.log2(phi + 1)
+        beaten = sum(1 for r in pos_ranks if r > phi)
+        if beaten:
+            return -beaten / n_pos
+        return _reference_term(s, ref, neg_max, max_score)
+
+    return _each_rollout(scores, ranks, positive, ref_scores, unparsable_penalty, reward)
 
 
 def reward_se(
