@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,20 @@ def load_trec(
     )
 
 
+def _records_by_id(path: Path, what: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(line number, id, object)`` of every record of a BRIGHT JSONL file; a record without an
+    ``id``, or with one seen before, is an error."""
+    seen: set[str] = set()
+    for lineno, obj in read_jsonl(path):
+        key = str(obj.get("id", "")).strip()
+        if not key:
+            raise DataFormatError(f"{path}:{lineno}: {what} without an 'id'")
+        if key in seen:
+            raise DataFormatError(f"{path}:{lineno}: duplicate id {key!r}")
+        seen.add(key)
+        yield lineno, key, obj
+
+
 def load_bright(folder: str | Path, task: str | None = None) -> Collection:
     """BRIGHT, one task: ``documents.jsonl`` (``id``, ``content``) and ``examples.jsonl``
     (``id``, ``query``, ``gold_ids``, ``excluded_ids``), as the authors publish them per task.
@@ -148,12 +163,7 @@ def load_bright(folder: str | Path, task: str | None = None) -> Collection:
     stats = LoadStats()
     corpus: dict[str, str] = {}
     empty = 0
-    for lineno, obj in read_jsonl(docs_p):
-        did = str(obj.get("id", "")).strip()
-        if not did:
-            raise DataFormatError(f"{docs_p}:{lineno}: document without an 'id'")
-        if did in corpus:
-            raise DataFormatError(f"{docs_p}:{lineno}: duplicate id {did!r}")
+    for _, did, obj in _records_by_id(docs_p, "document"):
         text = str(obj.get("content", "")).strip()
         empty += not text
         corpus[did] = text
@@ -161,12 +171,7 @@ def load_bright(folder: str | Path, task: str | None = None) -> Collection:
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
     excluded: dict[str, set[str]] = {}
-    for lineno, obj in read_jsonl(ex_p):
-        qid = str(obj.get("id", "")).strip()
-        if not qid:
-            raise DataFormatError(f"{ex_p}:{lineno}: example without an 'id'")
-        if qid in queries:
-            raise DataFormatError(f"{ex_p}:{lineno}: duplicate id {qid!r}")
+    for lineno, qid, obj in _records_by_id(ex_p, "example"):
         text = " ".join(str(obj.get("query", "")).split())
         if not text:
             raise DataFormatError(f"{ex_p}:{lineno}: example {qid!r} has an empty query")
