@@ -29,25 +29,26 @@ __all__ = ["ShardScorer"]
 logger = logging.getLogger(__name__)
 
 
-_NORMAL_COLUMNS = ("shard", "qid", "query", "docid", "text", "first_stage_score", "error", "source", "raw")
+#: The columns of a normalised input shard: (name, pyarrow type).
+_NORMAL_FIELDS = (
+    ("shard", "int64"),
+    ("qid", "string"),
+    ("query", "string"),
+    ("docid", "string"),
+    ("text", "string"),
+    ("first_stage_score", "float64"),
+    ("error", "string"),
+    ("source", "string"),
+    ("raw", "string"),
+)
+_NORMAL_COLUMNS = tuple(name for name, _ in _NORMAL_FIELDS)
 
 
-def _normal_schema() -> Any:
+def _schema(fields: tuple[tuple[str, str], ...]) -> Any:
+    """The pyarrow schema of ``(name, pyarrow type name)`` fields."""
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("shard", pa.int64()),
-            ("qid", pa.string()),
-            ("query", pa.string()),
-            ("docid", pa.string()),
-            ("text", pa.string()),
-            ("first_stage_score", pa.float64()),
-            ("error", pa.string()),
-            ("source", pa.string()),
-            ("raw", pa.string()),
-        ]
-    )
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in fields])
 
 
 def _raw_repr(obj: Any, raw: bytes | None) -> str:
@@ -107,7 +108,7 @@ def _normal_rows(
             continue
         for c, v in zip(_NORMAL_COLUMNS, row, strict=True):
             cols[c].append(v)
-    return pa.Table.from_pydict(cols, schema=_normal_schema())
+    return pa.Table.from_pydict(cols, schema=_schema(_NORMAL_FIELDS))
 
 
 def _normalise_jsonl(batch: Any, num_shards: int, done: frozenset[int]) -> Any:
@@ -201,7 +202,7 @@ class ShardScorer:
         shard = int(rows[0]["shard"])
         errors = [r for r in rows if r["error"] is not None]
         valid = [r for r in rows if r["error"] is None]
-        scored: dict[str, list[Any]] = {c: [] for c in _SCORE_SCHEMA_NAMES}
+        scored: dict[str, list[Any]] = {c: [] for c in _SCORE_COLUMNS}
         queries = 0
         for qid, rs in group_rows(valid).items():
             # One query text per qid: the most frequent (ties: the smallest); other rows are errors.
@@ -260,7 +261,7 @@ class ShardScorer:
         buf = pa.BufferOutputStream()
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pydict(scored, schema=_score_schema()), buf)
+        pq.write_table(pa.Table.from_pydict(scored, schema=_schema(_SCORE_FIELDS)), buf)
         _atomic_write_bytes(self.out / "scores" / f"{name}.parquet", buf.getvalue().to_pybytes())
         errors.sort(key=lambda r: (r["source"], r["qid"] or "", r["docid"] or ""))
         lines = "".join(
@@ -294,41 +295,22 @@ class ShardScorer:
         return pa.table({k: [v] for k, v in info.items()})
 
 
-_SCORE_SCHEMA_NAMES = (
-    "qid",
-    "docid",
-    "rank",
-    "score",
-    "trec_score",
-    "label",
-    "probability",
-    "expected_score",
-    "first_stage_score",
-    "parsed",
-    "truncated",
-    "shard",
+#: The columns of a scored shard: (name, pyarrow type).
+_SCORE_FIELDS = (
+    ("qid", "string"),
+    ("docid", "string"),
+    ("rank", "int32"),
+    ("score", "float64"),
+    ("trec_score", "float64"),
+    ("label", "int32"),
+    ("probability", "float64"),
+    ("expected_score", "float64"),
+    ("first_stage_score", "float64"),
+    ("parsed", "bool_"),
+    ("truncated", "bool_"),
+    ("shard", "int64"),
 )
-
-
-def _score_schema() -> Any:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("qid", pa.string()),
-            ("docid", pa.string()),
-            ("rank", pa.int32()),
-            ("score", pa.float64()),
-            ("trec_score", pa.float64()),
-            ("label", pa.int32()),
-            ("probability", pa.float64()),
-            ("expected_score", pa.float64()),
-            ("first_stage_score", pa.float64()),
-            ("parsed", pa.bool_()),
-            ("truncated", pa.bool_()),
-            ("shard", pa.int64()),
-        ]
-    )
+_SCORE_COLUMNS = tuple(name for name, _ in _SCORE_FIELDS)
 
 
 def _erank_cause(exc: BaseException) -> ERankError | None:
