@@ -26,6 +26,7 @@ from erank.datasets.types import Candidate, LoadStats, Qrels, Run
 from erank.errors import DataFormatError
 
 __all__ = [
+    "read_json",
     "read_jsonl",
     "read_beir_corpus",
     "read_beir_queries",
@@ -41,9 +42,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
+def _check_exists(path: Path) -> None:
     if not path.exists():
         raise DataFormatError(f"file not found: {path}")
+
+
+def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
+    _check_exists(path)
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             yield lineno, line.rstrip("\n").rstrip("\r")
@@ -62,6 +67,16 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not isinstance(obj, dict):
             raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         yield lineno, obj
+
+
+def read_json(path: str | Path) -> Any:
+    """The value of a whole JSON file (a missing file or invalid JSON names the file and line)."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
 
 
 def _id(obj: Mapping[str, Any], keys: Sequence[str], path: Path, lineno: int) -> str:

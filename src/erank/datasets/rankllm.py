@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from erank.datasets.formats import check_query
+from erank.datasets.formats import check_query, read_json
 from erank.datasets.types import Candidate, Run
 from erank.errors import DataFormatError
 
@@ -19,12 +19,7 @@ def read_rankllm_candidates(path: str | Path) -> tuple[dict[str, str], Run]:
     Returns ``({qid: query}, {qid: [Candidate with text]})``; hits are taken in their ``rank`` order.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataFormatError(f"file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    data = read_json(path)
     if not isinstance(data, list):
         raise DataFormatError(f"{path}: expected a JSON list of {{query, hits}} objects")
     queries: dict[str, str] = {}
