@@ -20,19 +20,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from erank import scoring
 from erank.engines.base import Engine, GenerateRequest, GenerateResult, LogprobRequest
 from erank.errors import InputError, PromptBudgetError
 from erank.methods.base import Method
 from erank.prompts import render_template, template_text
-from erank.scoring import (
-    ANSWER_STOP,
-    ScoreTokens,
-    expected_score,
-    label_probabilities,
-    parse_answer,
-    rank_score,
-    reasoning_text,
-)
+from erank.scoring import ANSWER_STOP  # re-exported: its home is erank.scoring
 from erank.types import DocumentScore, Prepared, Unit, Usage
 
 __all__ = ["ERankMethod", "DIRECT_SUFFIX", "ANSWER_STOP"]
@@ -89,7 +82,7 @@ class ERankMethod(Method):
         self.scale = scale
         self.max_new_tokens = max_new_tokens
         self.template = template_text(template, _TEMPLATES.get(scale, "erank"))
-        self.score_tokens = ScoreTokens.from_tokenizer(engine.tokenizer.encode, scale)
+        self.score_tokens = scoring.ScoreTokens.from_tokenizer(engine.tokenizer.encode, scale)
         self._all_score_ids = sorted({t for seq in self.score_tokens.sequences for t in seq})
         if scale != 10:
             self.name = f"erank-0-{scale}"
@@ -161,14 +154,14 @@ class ERankMethod(Method):
         reqs = [LogprobRequest(prompt_ids=p, token_ids=self._all_score_ids, extension=ext) for p in prompts]
         out = []
         for res in self.engine.logprobs(reqs):
-            dist = label_probabilities(st, res.steps[0], res.steps[1] if ext else None)
+            dist = scoring.label_probabilities(st, res.steps[0], res.steps[1] if ext else None)
             label = max(range(len(dist)), key=lambda s: (dist[s], -s))
             p = dist[label]
-            exp = expected_score(dist)
+            exp = scoring.expected_score(dist)
             out.append(
                 DocumentScore(
                     index=0,
-                    score=exp if self.rule == "expected" else rank_score(label, p),
+                    score=exp if self.rule == "expected" else scoring.rank_score(label, p),
                     label=label,
                     probability=p,
                     distribution=dist,
@@ -197,8 +190,8 @@ class ERankMethod(Method):
     def _score_generation(
         self, prompt: list[int], g: GenerateResult, return_reasoning: bool
     ) -> DocumentScore:
-        label, at = parse_answer(g.text, self.scale)
-        reasoning = reasoning_text(g.text) if return_reasoning else None
+        label, at = scoring.parse_answer(g.text, self.scale)
+        reasoning = scoring.reasoning_text(g.text) if return_reasoning else None
         base = DocumentScore(
             index=0,
             score=0.0,
@@ -210,7 +203,7 @@ class ERankMethod(Method):
             base.parsed = False
             return base
         prob = self._answer_probability(prompt, g, label, at)
-        base.label, base.probability, base.score = label, prob, rank_score(label, prob)
+        base.label, base.probability, base.score = label, prob, scoring.rank_score(label, prob)
         return base
 
     def _answer_probability(self, prompt: list[int], g: GenerateResult, label: int, at: int) -> float:
@@ -225,14 +218,14 @@ class ERankMethod(Method):
                 if k + 1 < len(g.step_logprobs) and g.token_ids[k] == st.branch
                 else None
             )
-            dist = label_probabilities(st, first, second)
+            dist = scoring.label_probabilities(st, first, second)
             return dist[label]
         # The digits were merged into another token (or no log-probabilities were recorded):
         # read them with one forward pass over the prompt and the text up to the answer.
         head = self.engine.tokenizer.encode(g.text[:at])
         ext = [st.branch] if st.branch is not None else []
         res = self.engine.logprobs([LogprobRequest(prompt + head, self._all_score_ids, ext)])[0]
-        return label_probabilities(st, res.steps[0], res.steps[1] if ext else None)[label]
+        return scoring.label_probabilities(st, res.steps[0], res.steps[1] if ext else None)[label]
 
 
 def _token_index_at(decode: object, ids: list[int], char_pos: int) -> int | None:
