@@ -12,17 +12,9 @@ __all__ = ["BatchConfig", "BatchProgress", "BatchSummary"]
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 MANIFEST = "manifest.json"
-#: Settings that change the scores: a rerun must use the same ones.
-_SCORING_KEYS = (
-    "model",
-    "engine",
-    "method",
-    "mode",
-    "instruction",
-    "truncate_length",
-    "num_shards",
-    "method_kwargs",
-)
+#: Settings that change the scores (:meth:`BatchConfig.scoring_settings`): a rerun must use the
+#: same ones (the shard count, also kept in the manifest, is checked on its own).
+_SCORING_KEYS = ("model", "engine", "method", "mode", "instruction", "truncate_length", "method_kwargs")
 _RAW_LIMIT = 1000
 #: CPUs Ray accounts to the light read/parse tasks, so they still fit beside whole-CPU scorer actors.
 _LIGHT_CPUS = 0.25
@@ -53,15 +45,7 @@ class BatchConfig:
 
     def scoring_settings(self) -> dict[str, Any]:
         """The settings that decide the scores (the manifest keeps them; a rerun must match)."""
-        return {
-            "model": self.model,
-            "engine": self.engine,
-            "method": self.method,
-            "mode": self.mode,
-            "instruction": self.instruction,
-            "truncate_length": self.truncate_length,
-            "method_kwargs": self.method_kwargs,
-        }
+        return {key: getattr(self, key) for key in _SCORING_KEYS}
 
 
 @dataclass
