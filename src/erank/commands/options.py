@@ -263,28 +263,37 @@ def progress_from(args: argparse.Namespace) -> bool | None:
     return False if getattr(args, "no_progress", False) else None
 
 
-def method_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
-    """The method arguments the shared options carry (``--max-new-tokens``)."""
+def method_kwargs_from(args: Any) -> dict[str, Any]:
+    """The method arguments the shared options (or the server's settings) carry (``--max-new-tokens``)."""
     out: dict[str, Any] = {}
     if getattr(args, "max_new_tokens", None) is not None:
         out["max_new_tokens"] = args.max_new_tokens
     return out
 
 
+def reranker_from(settings: Any, **engine_options: Any) -> Reranker:
+    """The :class:`~erank.Reranker` that model settings name: the parsed shared options or the
+    server's :class:`~erank.serving.settings.ServeSettings` (``model``, ``method``, ``engine``,
+    ``mode``, ``device`` and ``max_new_tokens``); ``engine_options`` go to the engine."""
+    from erank.reranker import Reranker
+
+    return Reranker(
+        settings.model,
+        method=settings.method,
+        engine=settings.engine,
+        mode=settings.mode,
+        device=settings.device,
+        **engine_options,
+        **method_kwargs_from(settings),
+    )
+
+
 def load_reranker(args: argparse.Namespace) -> Reranker:
     """The :class:`~erank.Reranker` the shared model options name, with a status line while it loads."""
     from erank.progress import progress_status
-    from erank.reranker import Reranker
 
     with progress_status(f"loading {args.model or 'erank-smol'}", enabled=progress_from(args)):
-        return Reranker(
-            args.model,
-            method=args.method,
-            engine=args.engine,
-            mode=args.mode,
-            device=args.device,
-            **method_kwargs_from(args),
-        )
+        return reranker_from(args)
 
 
 def preflight(args: argparse.Namespace) -> None:

@@ -186,24 +186,13 @@ class ServeSettings:
 
     def load_reranker(self) -> Any:
         """The :class:`~erank.reranker.Reranker` these settings describe (this loads the model)."""
-        from erank.reranker import Reranker
+        from erank.commands.options import reranker_from
 
         if self.threads:
             import torch
 
             torch.set_num_threads(self.threads)
-        method_kwargs: dict[str, Any] = {}
-        if self.max_new_tokens is not None:
-            method_kwargs["max_new_tokens"] = self.max_new_tokens
-        return Reranker(
-            self.model,
-            method=self.method,
-            engine=self.engine,
-            mode=self.mode,
-            device=self.device,
-            batch_tokens=self.batch_tokens,
-            **method_kwargs,
-        )
+        return reranker_from(self, batch_tokens=self.batch_tokens)
 
     def model_names(self) -> list[str]:
         """Extra names a request's ``model`` may give (``model_aliases``)."""
