@@ -14,14 +14,16 @@ E=.venv/bin/erank
 # The shipped adapter is the SFT stage's (GRPO on this data was not run to the end in the session
 # that trained it: docs/model-card.md). RL=1 also runs GRPO and ships its adapter instead.
 STAGE=sft
+MODELS="smollm2-135m runs/smol/sft/adapter"
 if [ "${RL:-0}" = 1 ]; then
   [ -f runs/smol/rl/summary.json ] || $E -v train rl configs/train/smol-rl.yaml
   STAGE=rl
+  MODELS="$MODELS runs/smol/rl/adapter"
 fi
 # the expected-score rule (docs/model-card.md)
 $E train export runs/smol/$STAGE/adapter src/erank/weights/erank-smol --rule expected
 if [ "${EVAL:-0}" = 1 ]; then
-  for m in smollm2-135m runs/smol/sft/adapter $([ "$STAGE" = rl ] && echo runs/smol/rl/adapter); do
+  for m in $MODELS; do
     out="runs/smol/eval-$(echo "$m" | tr '/' '_').json"
     [ -s "$out" ] || $E train eval --model "$m" runs/smol/data/eval.jsonl --top-k 100 --truncate-length 128 > "$out"
   done
